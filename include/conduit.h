@@ -1,0 +1,145 @@
+/* conduit.h - the embedding API of libconduit.
+ *
+ * One public header with opaque handles.  Every function returns 0 or a
+ * negative CONDUIT_E* code (see conduit_strerror) unless it says otherwise.
+ * Ownership and threading are stated on each declaration and in
+ * docs/api.md.  This header includes only standard headers. */
+#ifndef CONDUIT_H
+#define CONDUIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define CONDUIT_API __attribute__((visibility("default")))
+#else
+#define CONDUIT_API
+#endif
+
+/* The one error vocabulary: name, value, message. */
+#define CONDUIT_ERRORS(X)                                        \
+    X(ENOMEM, -1, "out of memory")                               \
+    X(EINVAL, -2, "invalid argument")                            \
+    X(ECLOSED, -3, "connection is closed")                       \
+    X(ELIMIT, -4, "limit exceeded")                              \
+    X(EPROTO, -5, "protocol violation")                          \
+    X(EIO, -6, "input/output error")                             \
+    X(ESTATE, -7, "not allowed in the current state")            \
+    X(ENOTFOUND, -8, "not found")                                \
+    X(EADDR, -9, "cannot listen on the address")                 \
+    X(EDENIED, -10, "permission denied")
+
+enum conduit_err {
+    CONDUIT_OK = 0,
+#define CONDUIT_ERR_ENUM_(name, code, msg) CONDUIT_##name = (code),
+    CONDUIT_ERRORS(CONDUIT_ERR_ENUM_)
+#undef CONDUIT_ERR_ENUM_
+};
+
+/* A static, human-readable message for any value of enum conduit_err. */
+CONDUIT_API const char *conduit_strerror(int err);
+/* The symbolic name ("CONDUIT_ENOMEM"), or "CONDUIT_UNKNOWN". */
+CONDUIT_API const char *conduit_err_name(int err);
+
+/* The library version string, e.g. "0.1.0". */
+CONDUIT_API const char *conduit_version(void);
+
+
+/* ------------------------------------------------------------------ */
+/* Options.  One public struct, filled with defaults by
+ * conduit_options_init() and released by conduit_options_fini().  Fields
+ * are only ever appended.  Every field also has a configuration key (the
+ * field name without its unit suffix), a CONDUIT_* environment variable and
+ * a --flag; see docs/configuration.md, generated from the same table.
+ * Strings are owned by the options (set them with conduit_options_set). */
+
+#define CONDUIT_MAX_LISTEN 16
+
+typedef struct conduit_options {
+    char *listen[CONDUIT_MAX_LISTEN];  /* "HOST:PORT", "[V6]:PORT"; port 0: ephemeral, shared by workers */
+    size_t n_listen;
+    uint32_t workers;                  /* worker threads; 0: number of cores */
+    char *config_file;                 /* the file the options were loaded from, or NULL */
+    int log_level;                     /* 0 debug, 1 info, 2 warn, 3 error */
+    uint32_t handshake_timeout_s;      /* whole HTTP request head + upgrade */
+    uint32_t ws_heartbeat_interval_s;  /* server ping period; 0: off */
+    uint32_t ws_heartbeat_timeout_s;   /* close when nothing heard for this long */
+    uint32_t ws_idle_timeout_s;        /* close when no data message for this long; 0: off */
+    uint64_t ws_max_message_size;      /* bytes, native endpoints; 1009 past it */
+    uint32_t ws_max_fragments;         /* frames per message */
+    bool ws_compression;               /* negotiate permessage-deflate */
+    uint32_t ws_compression_window_bits; /* 9..15, server window cap */
+    uint32_t ws_compression_mem_level; /* 1..9, deflate memory per connection */
+    uint32_t ws_compression_min_size;  /* smaller messages are sent uncompressed */
+    bool echo_enabled;                 /* serve the raw echo endpoint */
+    char *echo_path;
+    uint64_t echo_max_message_size;    /* bytes */
+    uint32_t close_timeout_s;          /* wait for the peer's close / FIN */
+} conduit_options;
+
+/* Fill every field with its default.  Thread: any. */
+CONDUIT_API void conduit_options_init(conduit_options *opt);
+/* Free the strings the options own; the struct may be re-initialised. */
+CONDUIT_API void conduit_options_fini(conduit_options *opt);
+
+/* Set one option by configuration key ("ws_max_message_size") from its
+ * text form.  A list option (listen) appends.  On failure returns
+ * CONDUIT_EINVAL and writes a one-line message naming the key into err. */
+CONDUIT_API int conduit_options_set(conduit_options *opt, const char *key,
+                                    const char *value, char *err,
+                                    size_t errlen);
+/* Load a YAML configuration file (see docs/configuration.md). */
+CONDUIT_API int conduit_options_load_file(conduit_options *opt,
+                                          const char *path, char *err,
+                                          size_t errlen);
+/* Apply every CONDUIT_* variable of envp that names an option.  Variables
+ * that name no option are skipped (orchestrators set CONDUIT_* variables of
+ * their own); see conduit_options_is_key to warn about them.  A list option
+ * given in the environment is comma-separated and replaces the default. */
+CONDUIT_API int conduit_options_load_env(conduit_options *opt,
+                                         char *const *envp, char *err,
+                                         size_t errlen);
+
+/* Empty a list option or unset a string option (the first --listen flag
+ * replaces the default list instead of adding to it). */
+CONDUIT_API int conduit_options_clear(conduit_options *opt, const char *key);
+/* True when `key` names an option. */
+CONDUIT_API bool conduit_options_is_key(const char *key);
+/* Write the effective options as YAML to fd, secrets masked. */
+CONDUIT_API int conduit_options_write(const conduit_options *opt, int fd);
+/* Write the Markdown reference of every option (docs/configuration.md). */
+CONDUIT_API int conduit_options_write_reference(int fd);
+
+/* ------------------------------------------------------------------ */
+/* Server. */
+
+typedef struct conduit_server conduit_server;
+
+/* Create a server from options (copied).  Nothing is bound yet.
+ * The caller owns *out and releases it with conduit_server_destroy. */
+CONDUIT_API int conduit_server_create(conduit_server **out,
+                                      const conduit_options *opt);
+/* Bind every listen address and start the workers; returns once the server
+ * accepts connections.  Thread: the thread that created the server. */
+CONDUIT_API int conduit_server_start(conduit_server *srv);
+/* Stop accepting, close every connection with 1001 and join the workers.
+ * Idempotent.  Thread: the creating thread (never a worker callback). */
+CONDUIT_API int conduit_server_stop(conduit_server *srv);
+/* Stop if needed and free everything. */
+CONDUIT_API void conduit_server_destroy(conduit_server *srv);
+/* The bound address of listen entry i ("127.0.0.1:43117"), after start.
+ * Returns the length written, or a negative error. */
+CONDUIT_API int conduit_server_listen_address(const conduit_server *srv,
+                                              size_t i, char *buf,
+                                              size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
