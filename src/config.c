@@ -1,0 +1,656 @@
+/* config.c - options: the declarative table and the three ways to fill it
+ * (YAML file, CONDUIT_* environment, --flags; main.c applies them in the
+ * order file < env < flags).  No other module parses configuration text. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "common.h"
+#include "log.h"
+
+#define OFF(field) offsetof(conduit_options, field)
+
+/* List options keep their count right after the array (see conduit.h). */
+_Static_assert(offsetof(conduit_options, n_listen) ==
+                   offsetof(conduit_options, listen) + sizeof(char *) * CONDUIT_MAX_LISTEN,
+               "n_listen must follow listen[]");
+
+static const cd_conf_entry conf_table[] = {
+    {"listen", CD_CONF_LIST, OFF(listen), 0, 0, "127.0.0.1:8080", 0,
+     "Address to listen on, HOST:PORT or [IPV6]:PORT; repeat for several "
+     "(comma-separated in the environment). Port 0 picks one free port "
+     "shared by all workers."},
+    {"workers", CD_CONF_U32, OFF(workers), 0, 1024, "0", 0,
+     "Worker threads, each with its own event loop and listening socket "
+     "(SO_REUSEPORT). 0 means one per CPU core."},
+    {"config", CD_CONF_STR, OFF(config_file), 0, 0, NULL, CD_CONF_NO_FILE,
+     "YAML configuration file to load before the environment and flags."},
+    {"log_level", CD_CONF_LOG_LEVEL, OFF(log_level), 0, 3, "info", 0,
+     "Lowest level logged: debug, info, warn or error."},
+    {"handshake_timeout", CD_CONF_SECONDS, OFF(handshake_timeout_s), 1, 3600,
+     "10", 0,
+     "Seconds a client has to send its whole HTTP request head; then 408 "
+     "and close."},
+    {"ws_heartbeat_interval", CD_CONF_SECONDS, OFF(ws_heartbeat_interval_s),
+     0, 86400, "30", 0,
+     "Seconds between server pings on an otherwise quiet connection; 0 "
+     "disables pings."},
+    {"ws_heartbeat_timeout", CD_CONF_SECONDS, OFF(ws_heartbeat_timeout_s), 0,
+     86400, "60", 0,
+     "Close a connection (1001) when nothing, not even a pong, was received "
+     "for this many seconds; 0 disables."},
+    {"ws_idle_timeout", CD_CONF_SECONDS, OFF(ws_idle_timeout_s), 0, 604800,
+     "0", 0,
+     "Close a connection (1001) when it sent no data message for this many "
+     "seconds; 0 disables."},
+    {"ws_max_message_size", CD_CONF_BYTES, OFF(ws_max_message_size), 125,
+     UINT64_C(1) << 32, "1048576", 0,
+     "Largest message a client may send on the native endpoints, checked "
+     "from the frame header before it is buffered: over it, a "
+     "MessageTooLarge error and close 1009."},
+    {"ws_max_fragments", CD_CONF_U32, OFF(ws_max_fragments), 1, 1u << 24,
+     "131072", 0, "Most frames one fragmented message may have (close 1009 past it)."},
+    {"ws_compression", CD_CONF_BOOL, OFF(ws_compression), 0, 0, "true", 0,
+     "Negotiate permessage-deflate (RFC 7692) when a client offers it."},
+    {"ws_compression_window_bits", CD_CONF_U32,
+     OFF(ws_compression_window_bits), 9, 15, "15", 0,
+     "Largest deflate window the server uses for its own messages "
+     "(memory: 2^(bits+2) bytes per compressing connection)."},
+    {"ws_compression_mem_level", CD_CONF_U32, OFF(ws_compression_mem_level),
+     1, 9, "8", 0,
+     "zlib memLevel for outgoing compression (memory: 2^(level+9) bytes per "
+     "compressing connection)."},
+    {"ws_compression_min_size", CD_CONF_U32, OFF(ws_compression_min_size), 0,
+     1u << 30, "0", 0, "Outgoing messages smaller than this are sent uncompressed."},
+    {"echo_enabled", CD_CONF_BOOL, OFF(echo_enabled), 0, 0, "true", 0,
+     "Serve the raw echo endpoint (every message sent back as it came), for "
+     "conformance suites and health checks."},
+    {"echo_path", CD_CONF_STR, OFF(echo_path), 0, 0, "/echo", 0,
+     "Path of the raw echo endpoint."},
+    {"echo_max_message_size", CD_CONF_BYTES, OFF(echo_max_message_size), 125,
+     UINT64_C(1) << 32, "16777216", 0,
+     "Largest message the echo endpoint accepts (close 1009 past it)."},
+    {"close_timeout", CD_CONF_SECONDS, OFF(close_timeout_s), 1, 60, "5", 0,
+     "Seconds to wait for the peer's side of a closing handshake before the "
+     "socket is closed anyway."},
+};
+
+const cd_conf_entry *cd_conf_table(size_t *n)
+{
+    *n = CD_ARRAY_LEN(conf_table);
+    return conf_table;
+}
+
+const cd_conf_entry *cd_conf_find(const char *key)
+{
+    for (size_t i = 0; i < CD_ARRAY_LEN(conf_table); i++)
+        if (strcmp(conf_table[i].key, key) == 0)
+            return &conf_table[i];
+    return NULL;
+}
+
+const cd_conf_entry *cd_conf_find_flag(const char *flag)
+{
+    char key[64];
+    size_t n = strlen(flag);
+    if (n == 0 || n >= sizeof(key))
+        return NULL;
+    for (size_t i = 0; i <= n; i++)
+        key[i] = flag[i] == '-' ? '_' : flag[i];
+    if (strchr(flag, '_') != NULL)
+        return NULL; /* flags are spelled with dashes only */
+    return cd_conf_find(key);
+}
+
+static void *field(conduit_options *opt, const cd_conf_entry *e)
+{
+    return (char *)opt + e->offset;
+}
+
+static const void *cfield(const conduit_options *opt, const cd_conf_entry *e)
+{
+    return (const char *)opt + e->offset;
+}
+
+static int fail(char *err, size_t errlen, const char *origin,
+                const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static int fail(char *err, size_t errlen, const char *origin,
+                const char *fmt, ...)
+{
+    if (err != NULL && errlen > 0) {
+        int n = snprintf(err, errlen, "%s: ", origin);
+        if (n >= 0 && (size_t)n < errlen) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+            va_end(ap);
+        }
+    }
+    return CONDUIT_EINVAL;
+}
+
+/* Parse an unsigned decimal with an optional unit suffix.  `units` maps a
+ * lower-case suffix letter to its multiplier; returns false on any junk. */
+static bool parse_uint(const char *s, const char *suffixes,
+                       const uint64_t *mult, uint64_t *out)
+{
+    if (!isdigit((unsigned char)s[0]))
+        return false;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0)
+        return false;
+    uint64_t m = 1;
+    if (*end != '\0') {
+        const char *p = suffixes ? strchr(suffixes, tolower((unsigned char)*end)) : NULL;
+        if (p == NULL || end[1] != '\0')
+            return false;
+        m = mult[p - suffixes];
+    }
+    if (m != 1 && v > UINT64_MAX / m)
+        return false;
+    *out = (uint64_t)v * m;
+    return true;
+}
+
+static int set_string(char **slot, const char *value, const char *origin,
+                      char *err, size_t errlen)
+{
+    char *copy = strdup(value);
+    if (copy == NULL)
+        return fail(err, errlen, origin, "out of memory");
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
+static int append_list(conduit_options *opt, const cd_conf_entry *e,
+                       const char *value, const char *origin, char *err,
+                       size_t errlen)
+{
+    char **items = field(opt, e);
+    size_t *count = (size_t *)(void *)((char *)items +
+                                       sizeof(char *) * CONDUIT_MAX_LISTEN);
+    if (value[0] == '\0')
+        return fail(err, errlen, origin, "empty value");
+    if (*count >= CONDUIT_MAX_LISTEN)
+        return fail(err, errlen, origin, "at most %d values", CONDUIT_MAX_LISTEN);
+    char *copy = strdup(value);
+    if (copy == NULL)
+        return fail(err, errlen, origin, "out of memory");
+    items[(*count)++] = copy;
+    return 0;
+}
+
+void cd_conf_list_clear(conduit_options *opt, const cd_conf_entry *e)
+{
+    char **items = field(opt, e);
+    size_t *count = (size_t *)(void *)((char *)items +
+                                       sizeof(char *) * CONDUIT_MAX_LISTEN);
+    for (size_t i = 0; i < *count; i++) {
+        free(items[i]);
+        items[i] = NULL;
+    }
+    *count = 0;
+}
+
+int cd_conf_set(conduit_options *opt, const cd_conf_entry *e,
+                const char *value, const char *origin, char *err,
+                size_t errlen)
+{
+    static const uint64_t byte_mult[] = {1024, 1024 * 1024, 1024 * 1024 * 1024};
+    static const uint64_t sec_mult[] = {1, 60, 3600};
+    uint64_t v;
+
+    switch (e->type) {
+    case CD_CONF_STR:
+        return set_string(field(opt, e), value, origin, err, errlen);
+    case CD_CONF_LIST:
+        return append_list(opt, e, value, origin, err, errlen);
+    case CD_CONF_BOOL:
+        if (!strcmp(value, "true") || !strcmp(value, "1") || !strcmp(value, "yes") ||
+            !strcmp(value, "on"))
+            *(bool *)field(opt, e) = true;
+        else if (!strcmp(value, "false") || !strcmp(value, "0") ||
+                 !strcmp(value, "no") || !strcmp(value, "off"))
+            *(bool *)field(opt, e) = false;
+        else
+            return fail(err, errlen, origin, "expected true or false, got \"%s\"", value);
+        return 0;
+    case CD_CONF_LOG_LEVEL: {
+        int lvl = cd_log_level_parse(value);
+        if (lvl < 0)
+            return fail(err, errlen, origin,
+                        "expected debug, info, warn or error, got \"%s\"", value);
+        *(int *)field(opt, e) = lvl;
+        return 0;
+    }
+    case CD_CONF_U32:
+    case CD_CONF_SECONDS:
+        if (!parse_uint(value, e->type == CD_CONF_SECONDS ? "smh" : NULL,
+                        sec_mult, &v) || v < e->min || v > e->max)
+            return fail(err, errlen, origin,
+                        "expected %s between %" PRIu64 " and %" PRIu64 ", got \"%s\"",
+                        e->type == CD_CONF_SECONDS ? "seconds" : "an integer",
+                        e->min, e->max, value);
+        *(uint32_t *)field(opt, e) = (uint32_t)v;
+        return 0;
+    case CD_CONF_BYTES:
+        if (!parse_uint(value, "kmg", byte_mult, &v) || v < e->min || v > e->max)
+            return fail(err, errlen, origin,
+                        "expected a size in bytes (k, m, g suffixes allowed) "
+                        "between %" PRIu64 " and %" PRIu64 ", got \"%s\"",
+                        e->min, e->max, value);
+        *(uint64_t *)field(opt, e) = v;
+        return 0;
+    }
+    return fail(err, errlen, origin, "unsupported option type");
+}
+
+CONDUIT_API void conduit_options_init(conduit_options *opt)
+{
+    memset(opt, 0, sizeof(*opt));
+    for (size_t i = 0; i < CD_ARRAY_LEN(conf_table); i++) {
+        const cd_conf_entry *e = &conf_table[i];
+        if (e->def == NULL)
+            continue;
+        /* Defaults are compile-time constants that the table's own unit
+         * test parses; a failure here is a table bug, caught by that test. */
+        (void)cd_conf_set(opt, e, e->def, e->key, NULL, 0);
+    }
+}
+
+CONDUIT_API void conduit_options_fini(conduit_options *opt)
+{
+    for (size_t i = 0; i < CD_ARRAY_LEN(conf_table); i++) {
+        const cd_conf_entry *e = &conf_table[i];
+        if (e->type == CD_CONF_STR) {
+            char **s = field(opt, e);
+            free(*s);
+            *s = NULL;
+        } else if (e->type == CD_CONF_LIST) {
+            cd_conf_list_clear(opt, e);
+        }
+    }
+}
+
+CONDUIT_API int conduit_options_set(conduit_options *opt, const char *key,
+                                    const char *value, char *err,
+                                    size_t errlen)
+{
+    const cd_conf_entry *e = cd_conf_find(key);
+    if (e == NULL)
+        return fail(err, errlen, key, "unknown option");
+    return cd_conf_set(opt, e, value, key, err, errlen);
+}
+
+/* A list given whole (environment, a YAML sequence or scalar) replaces the
+ * default instead of adding to it; flags then append to that. */
+static int set_list_whole(conduit_options *opt, const cd_conf_entry *e,
+                          const char *csv, const char *origin, char *err,
+                          size_t errlen)
+{
+    cd_conf_list_clear(opt, e);
+    char *copy = strdup(csv);
+    if (copy == NULL)
+        return fail(err, errlen, origin, "out of memory");
+    int rc = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok && rc == 0;
+         tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        rc = append_list(opt, e, tok, origin, err, errlen);
+    }
+    free(copy);
+    return rc;
+}
+
+CONDUIT_API int conduit_options_load_env(conduit_options *opt,
+                                         char *const *envp, char *err,
+                                         size_t errlen)
+{
+    for (; envp && *envp; envp++) {
+        const char *kv = *envp;
+        if (strncmp(kv, "CONDUIT_", 8) != 0)
+            continue;
+        const char *eq = strchr(kv, '=');
+        if (eq == NULL)
+            continue;
+        char name[96], key[96];
+        size_t n = (size_t)(eq - kv);
+        if (n >= sizeof(name))
+            return fail(err, errlen, "environment", "variable name too long");
+        memcpy(name, kv, n);
+        name[n] = '\0';
+        size_t k = 0;
+        for (size_t i = 8; i <= n; i++)
+            key[k++] = (char)tolower((unsigned char)name[i]);
+        const cd_conf_entry *e = cd_conf_find(key);
+        if (e == NULL)
+            continue;
+        int rc = e->type == CD_CONF_LIST
+                     ? set_list_whole(opt, e, eq + 1, name, err, errlen)
+                     : cd_conf_set(opt, e, eq + 1, name, err, errlen);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* YAML: a mapping whose nested mappings are flattened with '_' (so
+ * "ws: {max_message_size: 1m}" is the key ws_max_message_size); a list
+ * option takes a sequence or a comma-separated scalar. */
+typedef struct yaml_walk {
+    conduit_options *opt;
+    const char *path;
+    char *err;
+    size_t errlen;
+    yaml_parser_t parser;
+} yaml_walk;
+
+static int yaml_fail(yaml_walk *y, size_t line, const char *key,
+                     const char *msg)
+{
+    char origin[256];
+    snprintf(origin, sizeof(origin), "%s:%zu", y->path, line + 1);
+    return key ? fail(y->err, y->errlen, origin, "%s: %s", key, msg)
+               : fail(y->err, y->errlen, origin, "%s", msg);
+}
+
+static int yaml_next(yaml_walk *y, yaml_event_t *ev)
+{
+    if (!yaml_parser_parse(&y->parser, ev)) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "invalid YAML: %s",
+                 y->parser.problem ? y->parser.problem : "parse error");
+        return yaml_fail(y, y->parser.problem_mark.line, NULL, msg);
+    }
+    return 0;
+}
+
+static int yaml_scalar_value(yaml_walk *y, const cd_conf_entry *e,
+                             const char *key, const char *value, size_t line)
+{
+    char origin[320];
+    snprintf(origin, sizeof(origin), "%s:%zu: %s", y->path, line + 1, key);
+    if (e->type == CD_CONF_LIST)
+        return set_list_whole(y->opt, e, value, origin, y->err, y->errlen);
+    return cd_conf_set(y->opt, e, value, origin, y->err, y->errlen);
+}
+
+static int yaml_sequence(yaml_walk *y, const cd_conf_entry *e, const char *key)
+{
+    cd_conf_list_clear(y->opt, e);
+    for (;;) {
+        yaml_event_t ev;
+        int rc = yaml_next(y, &ev);
+        if (rc != 0)
+            return rc;
+        if (ev.type == YAML_SEQUENCE_END_EVENT) {
+            yaml_event_delete(&ev);
+            return 0;
+        }
+        size_t line = ev.start_mark.line;
+        if (ev.type != YAML_SCALAR_EVENT) {
+            yaml_event_delete(&ev);
+            return yaml_fail(y, line, key, "expected a list of scalars");
+        }
+        char origin[320];
+        snprintf(origin, sizeof(origin), "%s:%zu: %s", y->path, line + 1, key);
+        rc = append_list(y->opt, e, (const char *)ev.data.scalar.value, origin,
+                         y->err, y->errlen);
+        yaml_event_delete(&ev);
+        if (rc != 0)
+            return rc;
+    }
+}
+
+static int yaml_mapping(yaml_walk *y, const char *prefix)
+{
+    for (;;) {
+        yaml_event_t kev;
+        int rc = yaml_next(y, &kev);
+        if (rc != 0)
+            return rc;
+        if (kev.type == YAML_MAPPING_END_EVENT) {
+            yaml_event_delete(&kev);
+            return 0;
+        }
+        size_t line = kev.start_mark.line;
+        if (kev.type != YAML_SCALAR_EVENT) {
+            yaml_event_delete(&kev);
+            return yaml_fail(y, line, NULL, "expected a key");
+        }
+        char key[160];
+        int n = snprintf(key, sizeof(key), "%s%s%s", prefix, prefix[0] ? "_" : "",
+                         (const char *)kev.data.scalar.value);
+        yaml_event_delete(&kev);
+        if (n < 0 || (size_t)n >= sizeof(key))
+            return yaml_fail(y, line, NULL, "key too long");
+
+        yaml_event_t vev;
+        if ((rc = yaml_next(y, &vev)) != 0)
+            return rc;
+        const cd_conf_entry *e = cd_conf_find(key);
+        if (vev.type == YAML_MAPPING_START_EVENT) {
+            yaml_event_delete(&vev);
+            rc = yaml_mapping(y, key);
+        } else if (e == NULL || (e->flags & CD_CONF_NO_FILE)) {
+            yaml_event_delete(&vev);
+            rc = yaml_fail(y, line, key, "unknown option");
+        } else if (vev.type == YAML_SEQUENCE_START_EVENT && e->type == CD_CONF_LIST) {
+            yaml_event_delete(&vev);
+            rc = yaml_sequence(y, e, key);
+        } else if (vev.type == YAML_SCALAR_EVENT) {
+            rc = yaml_scalar_value(y, e, key, (const char *)vev.data.scalar.value,
+                                   vev.start_mark.line);
+            yaml_event_delete(&vev);
+        } else {
+            yaml_event_delete(&vev);
+            rc = yaml_fail(y, line, key, "expected a single value");
+        }
+        if (rc != 0)
+            return rc;
+    }
+}
+
+CONDUIT_API int conduit_options_load_file(conduit_options *opt,
+                                          const char *path, char *err,
+                                          size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return fail(err, errlen, path, "cannot open: %s", strerror(errno));
+    yaml_walk y = {.opt = opt, .path = path, .err = err, .errlen = errlen};
+    if (!yaml_parser_initialize(&y.parser)) {
+        fclose(f);
+        return fail(err, errlen, path, "out of memory");
+    }
+    yaml_parser_set_input_file(&y.parser, f);
+
+    int rc = 0;
+    bool seen_root = false;
+    for (;;) {
+        yaml_event_t ev;
+        if ((rc = yaml_next(&y, &ev)) != 0)
+            break;
+        yaml_event_type_t t = ev.type;
+        size_t line = ev.start_mark.line;
+        yaml_event_delete(&ev);
+        if (t == YAML_STREAM_END_EVENT)
+            break;
+        if (t == YAML_MAPPING_START_EVENT && !seen_root) {
+            seen_root = true;
+            if ((rc = yaml_mapping(&y, "")) != 0)
+                break;
+        } else if (t == YAML_SCALAR_EVENT || t == YAML_SEQUENCE_START_EVENT ||
+                   (t == YAML_MAPPING_START_EVENT && seen_root)) {
+            rc = yaml_fail(&y, line, NULL, "the file must be one mapping of options");
+            break;
+        }
+    }
+    yaml_parser_delete(&y.parser);
+    fclose(f);
+    if (rc == 0)
+        rc = set_string(&opt->config_file, path, path, err, errlen);
+    return rc;
+}
+
+static void format_value(const conduit_options *opt, const cd_conf_entry *e,
+                         char *out, size_t cap)
+{
+    const void *p = cfield(opt, e);
+    switch (e->type) {
+    case CD_CONF_STR: {
+        const char *s = *(char *const *)p;
+        snprintf(out, cap, "%s", s ? s : "");
+        break;
+    }
+    case CD_CONF_LIST: {
+        char *const *items = p;
+        size_t count = *(const size_t *)(const void *)((const char *)p +
+                                                       sizeof(char *) * CONDUIT_MAX_LISTEN);
+        size_t len = 0;
+        out[0] = '\0';
+        for (size_t i = 0; i < count && len < cap; i++)
+            len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? "," : "", items[i]);
+        break;
+    }
+    case CD_CONF_BOOL:
+        snprintf(out, cap, "%s", *(const bool *)p ? "true" : "false");
+        break;
+    case CD_CONF_LOG_LEVEL:
+        snprintf(out, cap, "%s", cd_log_level_name((cd_log_level) * (const int *)p));
+        break;
+    case CD_CONF_U32:
+    case CD_CONF_SECONDS:
+        snprintf(out, cap, "%" PRIu32, *(const uint32_t *)p);
+        break;
+    case CD_CONF_BYTES:
+        snprintf(out, cap, "%" PRIu64, *(const uint64_t *)p);
+        break;
+    }
+}
+
+void cd_conf_print(const conduit_options *opt, FILE *out)
+{
+    for (size_t i = 0; i < CD_ARRAY_LEN(conf_table); i++) {
+        const cd_conf_entry *e = &conf_table[i];
+        char v[1024];
+        format_value(opt, e, v, sizeof(v));
+        if ((e->flags & CD_CONF_SECRET) && v[0] != '\0')
+            snprintf(v, sizeof(v), "********");
+        fprintf(out, "%s: \"%s\"\n", e->key, v);
+    }
+}
+
+static void print_names(const cd_conf_entry *e, char *env, char *flag, size_t cap)
+{
+    size_t n = strlen(e->key);
+    snprintf(env, cap, "CONDUIT_");
+    snprintf(flag, cap, "--");
+    for (size_t i = 0; i < n && i + 10 < cap; i++) {
+        env[8 + i] = (char)toupper((unsigned char)e->key[i]);
+        flag[2 + i] = e->key[i] == '_' ? '-' : e->key[i];
+        env[9 + i] = '\0';
+        flag[3 + i] = '\0';
+    }
+}
+
+void cd_conf_print_reference(FILE *out)
+{
+    static const char *const type_names[] = {
+        [CD_CONF_STR] = "string", [CD_CONF_LIST] = "list", [CD_CONF_BOOL] = "bool",
+        [CD_CONF_U32] = "integer", [CD_CONF_BYTES] = "bytes",
+        [CD_CONF_SECONDS] = "seconds", [CD_CONF_LOG_LEVEL] = "level",
+    };
+    fprintf(out, "| file key | environment | flag | type | default | reload | description |\n"
+                 "|---|---|---|---|---|---|---|\n");
+    for (size_t i = 0; i < CD_ARRAY_LEN(conf_table); i++) {
+        const cd_conf_entry *e = &conf_table[i];
+        char env[96], flag[96];
+        print_names(e, env, flag, sizeof(env));
+        fprintf(out, "| %s | `%s` | `%s` | %s | %s%s%s | %s | %s |\n",
+                (e->flags & CD_CONF_NO_FILE) ? "—" : e->key, env, flag,
+                type_names[e->type], e->def ? "`" : "", e->def ? e->def : "none",
+                e->def ? "`" : "", (e->flags & CD_CONF_RELOAD) ? "yes" : "no",
+                e->help);
+    }
+}
+
+CONDUIT_API int conduit_options_clear(conduit_options *opt, const char *key)
+{
+    const cd_conf_entry *e = cd_conf_find(key);
+    if (e == NULL)
+        return CONDUIT_ENOTFOUND;
+    if (e->type == CD_CONF_LIST) {
+        cd_conf_list_clear(opt, e);
+    } else if (e->type == CD_CONF_STR) {
+        char **s = field(opt, e);
+        free(*s);
+        *s = NULL;
+    } else {
+        return CONDUIT_EINVAL;
+    }
+    return 0;
+}
+
+CONDUIT_API bool conduit_options_is_key(const char *key)
+{
+    return cd_conf_find(key) != NULL;
+}
+
+static int write_with(int fd, void (*fn)(const conduit_options *, FILE *),
+                      const conduit_options *opt)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&buf, &len);
+    if (mem == NULL)
+        return CONDUIT_ENOMEM;
+    fn(opt, mem);
+    if (fclose(mem) != 0) {
+        free(buf);
+        return CONDUIT_ENOMEM;
+    }
+    int rc = 0;
+    for (size_t off = 0; off < len;) {
+        ssize_t n = write(fd, buf + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = CONDUIT_EIO;
+            break;
+        }
+        off += (size_t)n;
+    }
+    free(buf);
+    return rc;
+}
+
+static void print_reference(const conduit_options *opt, FILE *out)
+{
+    (void)opt;
+    cd_conf_print_reference(out);
+}
+
+CONDUIT_API int conduit_options_write(const conduit_options *opt, int fd)
+{
+    return write_with(fd, cd_conf_print, opt);
+}
+
+CONDUIT_API int conduit_options_write_reference(int fd)
+{
+    return write_with(fd, print_reference, NULL);
+}

@@ -1,0 +1,47 @@
+/* sendq.h - one connection's queue of outgoing frames.
+ *
+ * Two lanes of shared cd_frame references: control frames (pong, close)
+ * and data.  Control frames go out ahead of queued data, but never inside
+ * a data frame that is already partly written (RFC 6455 §5.4: control
+ * frames may only be injected between frames).  The rings are allocated
+ * only while something is queued, so an idle connection holds nothing. */
+#ifndef CD_SENDQ_H
+#define CD_SENDQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "buf.h"
+
+typedef struct cd_fring {
+    cd_frame **items;
+    uint32_t head;
+    uint32_t count;
+    uint32_t cap;
+    uint32_t head_off;       /* bytes of items[head] already written */
+} cd_fring;
+
+typedef struct cd_sendq {
+    cd_fring data;
+    cd_fring ctl;
+    size_t bytes;            /* unwritten bytes in both lanes */
+} cd_sendq;
+
+static inline bool cd_sendq_is_empty(const cd_sendq *q) { return q->bytes == 0 && q->data.count == 0 && q->ctl.count == 0; }
+
+/* Append a frame, taking over the caller's reference.  On failure the
+ * reference is dropped and CONDUIT_ENOMEM returned. */
+int cd_sendq_push(cd_sendq *q, cd_frame *f, bool is_control);
+/* The last control frame if none of it is written yet, else NULL (a newer
+ * pong may replace an unsent one, RFC 6455 §5.5.3). */
+cd_frame **cd_sendq_unsent_ctl_tail(cd_sendq *q);
+/* Fill iov with the unwritten bytes in send order; returns the count. */
+int cd_sendq_iov(const cd_sendq *q, struct iovec *iov, int max);
+/* Mark n bytes written (in the order cd_sendq_iov gave them). */
+void cd_sendq_consume(cd_sendq *q, size_t n);
+/* Drop everything and free the rings. */
+void cd_sendq_clear(cd_sendq *q);
+
+#endif

@@ -1,0 +1,316 @@
+/* server.c - libconduit's lifecycle: options -> server -> workers.
+ *
+ * conduit_server_start binds every listen address once per worker (the
+ * kernel spreads connections over the SO_REUSEPORT group) and starts one
+ * thread per worker.  conduit_server_stop posts a stop to each worker
+ * through its loop's one thread-safe door and joins it. */
+#include "server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "conn.h"
+
+#define READ_BUF_BYTES (256u << 10)
+#define LISTEN_BACKLOG 4096
+#define ACCEPTS_PER_EVENT 64
+#define TICK_MS 100
+
+static const char *const echo_protocols[] = {NULL};
+
+static int dup_options(conduit_options *dst, const conduit_options *src)
+{
+    *dst = *src;
+    for (size_t i = 0; i < CONDUIT_MAX_LISTEN; i++)
+        dst->listen[i] = NULL;
+    dst->n_listen = 0;
+    dst->config_file = NULL;
+    dst->echo_path = NULL;
+    for (size_t i = 0; i < src->n_listen; i++) {
+        if ((dst->listen[i] = strdup(src->listen[i])) == NULL)
+            goto fail;
+        dst->n_listen++;
+    }
+    if (src->config_file && (dst->config_file = strdup(src->config_file)) == NULL)
+        goto fail;
+    if ((dst->echo_path = strdup(src->echo_path ? src->echo_path : "/echo")) == NULL)
+        goto fail;
+    return 0;
+fail:
+    conduit_options_fini(dst);
+    return CONDUIT_ENOMEM;
+}
+
+CONDUIT_API int conduit_server_create(conduit_server **out,
+                                      const conduit_options *opt)
+{
+    *out = NULL;
+    if (opt->n_listen == 0)
+        return CONDUIT_EINVAL;
+    conduit_server *srv = calloc(1, sizeof(*srv));
+    if (srv == NULL)
+        return CONDUIT_ENOMEM;
+    if (dup_options(&srv->opt, opt) != 0) {
+        free(srv);
+        return CONDUIT_ENOMEM;
+    }
+    const conduit_options *o = &srv->opt;
+    cd_logger_init(&srv->log, (cd_log_level)o->log_level, STDERR_FILENO);
+
+    srv->pmd.enabled = o->ws_compression;
+    srv->pmd.max_window_bits = (uint8_t)o->ws_compression_window_bits;
+    srv->pmd.mem_level = (uint8_t)o->ws_compression_mem_level;
+    srv->pmd.min_compress_bytes = o->ws_compression_min_size;
+
+    srv->echo.limits.max_message_bytes = o->echo_max_message_size;
+    srv->echo.limits.max_fragments = o->ws_max_fragments;
+    srv->echo.upgrade.subprotocols = echo_protocols;
+    srv->echo.upgrade.n_subprotocols = 0;
+    srv->echo.upgrade.pmd = &srv->pmd;
+
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    srv->n_workers = o->workers ? o->workers : (size_t)(cores > 0 ? cores : 1);
+    *out = srv;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Listeners. */
+
+static void listener_on_io(cd_io *io, uint32_t events);
+
+static void listener_resume(cd_timer *t, void *arg)
+{
+    CD_UNUSED(arg);
+    cd_listener *l = CD_CONTAINER_OF(t, cd_listener, pause_timer);
+    if (l->io.fd >= 0)
+        (void)cd_loop_io_set(l->w->loop, &l->io, CD_IO_READ);
+}
+
+static void listener_on_io(cd_io *io, uint32_t events)
+{
+    CD_UNUSED(events);
+    cd_listener *l = CD_CONTAINER_OF(io, cd_listener, io);
+    cd_worker *w = l->w;
+    for (int i = 0; i < ACCEPTS_PER_EVENT; i++) {
+        cd_addr peer;
+        peer.len = sizeof(peer.ss);
+        int fd = accept4(io->fd, (struct sockaddr *)&peer.ss, &peer.len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            (void)cd_conn_accept(w, fd, &peer);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            /* Out of descriptors: stop accepting for a moment instead of
+             * spinning on a level-triggered listener. */
+            cd_log(&w->srv->log, CD_LOG_WARN, "accept_paused", "worker=%u error=%s", w->id,
+                   strerror(errno));
+            (void)cd_loop_io_set(w->loop, io, 0);
+            cd_loop_timer_start(w->loop, &l->pause_timer, cd_loop_now_ms(w->loop) + 1000);
+        }
+        return; /* EAGAIN or a paused listener */
+    }
+}
+
+static int bind_all(conduit_server *srv, char *err, size_t errlen)
+{
+    for (size_t a = 0; a < srv->opt.n_listen; a++) {
+        cd_addr addr;
+        if (cd_addr_parse(srv->opt.listen[a], &addr, err, errlen) != 0)
+            return CONDUIT_EINVAL;
+        for (size_t i = 0; i < srv->n_workers; i++) {
+            int fd = cd_net_listen(&addr, LISTEN_BACKLOG);
+            if (fd < 0) {
+                snprintf(err, errlen, "cannot listen on %s: %s", srv->opt.listen[a],
+                         strerror(-fd));
+                return CONDUIT_EADDR;
+            }
+            if (i == 0 && cd_net_local_addr(fd, &addr) != 0) {
+                close(fd);
+                snprintf(err, errlen, "getsockname failed on %s", srv->opt.listen[a]);
+                return CONDUIT_EADDR;
+            }
+            /* Port 0 became a real port above: the other workers join it. */
+            cd_worker *w = &srv->workers[i];
+            cd_listener *l = &w->listeners[w->n_listeners];
+            l->w = w;
+            l->index = (int)a;
+            l->io.fd = -1;
+            cd_timer_init(&l->pause_timer, listener_resume);
+            if (cd_loop_io_start(w->loop, &l->io, fd, CD_IO_READ, listener_on_io) != 0) {
+                close(fd);
+                snprintf(err, errlen, "cannot watch the listener of %s", srv->opt.listen[a]);
+                return CONDUIT_EIO;
+            }
+            w->n_listeners++;
+        }
+        srv->addrs[a] = addr;
+        srv->n_addrs = a + 1;
+        char text[64];
+        cd_addr_format((struct sockaddr *)&addr.ss, text, sizeof(text));
+        cd_log(&srv->log, CD_LOG_INFO, "listening", "addr=%s workers=%zu", text,
+               srv->n_workers);
+    }
+    return 0;
+}
+
+static void close_listeners(cd_worker *w)
+{
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        cd_listener *l = &w->listeners[i];
+        cd_loop_timer_stop(w->loop, &l->pause_timer);
+        if (l->io.fd >= 0) {
+            int fd = l->io.fd;
+            cd_loop_io_stop(w->loop, &l->io);
+            close(fd);
+        }
+    }
+    w->n_listeners = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Workers. */
+
+static void worker_before_sleep(cd_loop *loop, void *arg)
+{
+    CD_UNUSED(loop);
+    cd_conn_flush_all(arg);
+}
+
+static void worker_on_stop(cd_post *p, cd_loop *loop)
+{
+    cd_worker *w = CD_CONTAINER_OF(p, cd_worker, stop_post);
+    close_listeners(w);
+    cd_conn_close_all(w, CD_WS_CLOSE_GOING_AWAY, "server shutting down");
+    /* One flush so the close frames leave; a slow peer misses it. */
+    cd_conn_flush_all(w);
+    cd_conn_destroy_all(w);
+    cd_loop_stop(loop);
+}
+
+static void *worker_main(void *arg)
+{
+    cd_worker *w = arg;
+    int rc = cd_loop_run(w->loop);
+    if (rc != 0)
+        cd_log(&w->srv->log, CD_LOG_ERROR, "worker_failed", "worker=%u error=%s", w->id,
+               strerror(-rc));
+    return NULL;
+}
+
+static int worker_init(cd_worker *w, conduit_server *srv, unsigned id)
+{
+    w->srv = srv;
+    w->id = id;
+    /* Connection ids are unique across workers: the worker number sits in
+     * the top bits. */
+    w->next_conn_id = ((uint64_t)id << 48) | 1;
+    w->rbuf_cap = READ_BUF_BYTES;
+    if ((w->rbuf = malloc(w->rbuf_cap)) == NULL)
+        return CONDUIT_ENOMEM;
+    if ((w->loop = cd_loop_create(TICK_MS, w)) == NULL)
+        return CONDUIT_ENOMEM;
+    cd_loop_set_before_sleep(w->loop, worker_before_sleep, w);
+    return 0;
+}
+
+static void worker_fini(cd_worker *w)
+{
+    if (w->loop) {
+        close_listeners(w);
+        cd_conn_destroy_all(w);
+        cd_loop_destroy(w->loop);
+        w->loop = NULL;
+    }
+    cd_bytes_free(&w->scratch);
+    free(w->rbuf);
+    w->rbuf = NULL;
+}
+
+CONDUIT_API int conduit_server_start(conduit_server *srv)
+{
+    if (srv->is_started)
+        return CONDUIT_ESTATE;
+    srv->workers = calloc(srv->n_workers, sizeof(*srv->workers));
+    if (srv->workers == NULL)
+        return CONDUIT_ENOMEM;
+    int rc = 0;
+    for (size_t i = 0; i < srv->n_workers && rc == 0; i++)
+        rc = worker_init(&srv->workers[i], srv, (unsigned)i);
+    char err[256] = "";
+    if (rc == 0)
+        rc = bind_all(srv, err, sizeof(err));
+    if (rc != 0) {
+        if (err[0])
+            cd_log(&srv->log, CD_LOG_ERROR, "start_failed", "error=%s", err);
+        for (size_t i = 0; i < srv->n_workers; i++)
+            worker_fini(&srv->workers[i]);
+        free(srv->workers);
+        srv->workers = NULL;
+        return rc;
+    }
+    srv->is_started = true;
+    for (size_t i = 0; i < srv->n_workers; i++) {
+        cd_worker *w = &srv->workers[i];
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            cd_log(&srv->log, CD_LOG_ERROR, "start_failed", "error=%s",
+                   "cannot create a worker thread");
+            conduit_server_stop(srv);
+            return CONDUIT_ENOMEM;
+        }
+        w->is_running = true;
+    }
+    return 0;
+}
+
+CONDUIT_API int conduit_server_stop(conduit_server *srv)
+{
+    if (!srv->is_started || srv->is_stopped)
+        return 0;
+    srv->is_stopped = true;
+    for (size_t i = 0; i < srv->n_workers; i++) {
+        cd_worker *w = &srv->workers[i];
+        if (!w->is_running)
+            continue;
+        w->stop_post.fn = worker_on_stop;
+        cd_loop_post(w->loop, &w->stop_post);
+    }
+    for (size_t i = 0; i < srv->n_workers; i++) {
+        cd_worker *w = &srv->workers[i];
+        if (w->is_running)
+            pthread_join(w->thread, NULL);
+        w->is_running = false;
+    }
+    cd_log(&srv->log, CD_LOG_INFO, "stopped", "workers=%zu", srv->n_workers);
+    return 0;
+}
+
+CONDUIT_API void conduit_server_destroy(conduit_server *srv)
+{
+    if (srv == NULL)
+        return;
+    conduit_server_stop(srv);
+    if (srv->workers) {
+        for (size_t i = 0; i < srv->n_workers; i++)
+            worker_fini(&srv->workers[i]);
+        free(srv->workers);
+    }
+    conduit_options_fini(&srv->opt);
+    free(srv);
+}
+
+CONDUIT_API int conduit_server_listen_address(const conduit_server *srv,
+                                              size_t i, char *buf, size_t len)
+{
+    if (i >= srv->n_addrs)
+        return CONDUIT_ENOTFOUND;
+    return cd_addr_format((const struct sockaddr *)&srv->addrs[i].ss, buf, len);
+}

@@ -1,0 +1,70 @@
+/* server.h - the server and its workers (internal).
+ *
+ * A conduit_server owns N workers; each worker is one thread with one
+ * event loop, one listening socket per listen address (SO_REUSEPORT), one
+ * shared read buffer and every connection it accepted.  Nothing here is
+ * shared between workers except the read-only configuration. */
+#ifndef CD_SERVER_H
+#define CD_SERVER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "conduit.h"
+#include "deflate.h"
+#include "log.h"
+#include "loop.h"
+#include "net.h"
+#include "upgrade.h"
+#include "ws.h"
+
+typedef struct cd_conn cd_conn;
+typedef struct cd_worker cd_worker;
+
+/* Per-endpoint WebSocket settings, derived once from the options. */
+typedef struct cd_endpoint {
+    cd_ws_limits limits;
+    cd_upgrade_config upgrade;
+} cd_endpoint;
+
+typedef struct cd_listener {
+    cd_io io;
+    cd_timer pause_timer;        /* re-enables accept after EMFILE */
+    cd_worker *w;
+    int index;                   /* into the server's listen addresses */
+} cd_listener;
+
+struct cd_worker {
+    conduit_server *srv;
+    cd_loop *loop;
+    pthread_t thread;
+    unsigned id;
+    bool is_running;
+    cd_listener listeners[CONDUIT_MAX_LISTEN];
+    size_t n_listeners;
+    uint8_t *rbuf;               /* shared by every connection of the worker */
+    size_t rbuf_cap;
+    cd_bytes scratch;            /* compression output, reused */
+    cd_conn *conns;              /* every live connection */
+    cd_conn *flush_head;         /* connections with data to write */
+    size_t n_conns;
+    uint64_t next_conn_id;
+    cd_post stop_post;
+};
+
+struct conduit_server {
+    conduit_options opt;
+    cd_logger log;
+    cd_pmd_config pmd;
+    cd_endpoint echo;
+    size_t n_addrs;
+    cd_addr addrs[CONDUIT_MAX_LISTEN];   /* bound addresses after start */
+    size_t n_workers;
+    cd_worker *workers;
+    bool is_started;
+    bool is_stopped;
+};
+
+#endif

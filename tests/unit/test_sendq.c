@@ -1,0 +1,113 @@
+/* Unit tests for sendq.c: send order across lanes, partial writes, pong
+ * replacement, and that an empty queue holds no memory. */
+#include "sendq.h"
+#include "test.h"
+
+static cd_frame *frame(char tag, size_t len)
+{
+    cd_frame *f = cd_frame_alloc(len);
+    memset(f->data, tag, len);
+    f->len = (uint32_t)len;
+    return f;
+}
+
+/* Drain the queue n bytes at a time and return the byte stream. */
+static size_t drain(cd_sendq *q, size_t step, char *out, size_t cap)
+{
+    size_t total = 0;
+    while (!cd_sendq_is_empty(q)) {
+        struct iovec iov[8];
+        int n = cd_sendq_iov(q, iov, 8);
+        size_t left = step;
+        for (int i = 0; i < n && left > 0; i++) {
+            size_t take = iov[i].iov_len < left ? iov[i].iov_len : left;
+            if (total + take <= cap)
+                memcpy(out + total, iov[i].iov_base, take);
+            total += take;
+            left -= take;
+        }
+        cd_sendq_consume(q, step - left);
+    }
+    return total;
+}
+
+TEST(control_before_data)
+{
+    cd_sendq q = {0};
+    CHECK_EQ(cd_sendq_push(&q, frame('a', 3), false), 0);
+    CHECK_EQ(cd_sendq_push(&q, frame('P', 2), true), 0);
+    CHECK_EQ(cd_sendq_push(&q, frame('b', 2), false), 0);
+    char out[16];
+    size_t n = drain(&q, 100, out, sizeof(out));
+    CHECK_EQ(n, 7);
+    CHECK_MEM(out, "PPaaabb", 7);
+    CHECK(q.data.items == NULL && q.ctl.items == NULL);
+}
+
+TEST(control_never_inside_a_partial_frame)
+{
+    for (size_t step = 1; step <= 8; step++) {
+        cd_sendq q = {0};
+        cd_sendq_push(&q, frame('a', 4), false);
+        cd_sendq_push(&q, frame('b', 4), false);
+        /* Write 2 bytes of 'a', then a control frame arrives. */
+        struct iovec iov[4];
+        cd_sendq_iov(&q, iov, 4);
+        cd_sendq_consume(&q, 2);
+        cd_sendq_push(&q, frame('P', 2), true);
+        char out[16];
+        size_t n = drain(&q, step, out, sizeof(out));
+        CHECK_EQ(n, 8);
+        CHECK_MEM(out, "aaPPbbbb", 8);
+        CHECK_EQ(q.bytes, 0);
+    }
+}
+
+TEST(replace_unsent_pong)
+{
+    cd_sendq q = {0};
+    CHECK(cd_sendq_unsent_ctl_tail(&q) == NULL);
+    cd_sendq_push(&q, frame('1', 2), true);
+    cd_frame **tail = cd_sendq_unsent_ctl_tail(&q);
+    CHECK(tail != NULL && (*tail)->data[0] == '1');
+    /* Partly written: it may not be replaced. */
+    cd_sendq_consume(&q, 1);
+    CHECK(cd_sendq_unsent_ctl_tail(&q) == NULL);
+    cd_sendq_clear(&q);
+    CHECK_EQ(q.bytes, 0);
+}
+
+TEST(iov_limit)
+{
+    cd_sendq q = {0};
+    for (int i = 0; i < 20; i++)
+        cd_sendq_push(&q, frame((char)('a' + i), 1), false);
+    struct iovec iov[8];
+    CHECK_EQ(cd_sendq_iov(&q, iov, 8), 8);
+    char out[32];
+    CHECK_EQ(drain(&q, 3, out, sizeof(out)), 20);
+    CHECK_MEM(out, "abcdefghijklmnopqrst", 20);
+}
+
+TEST(shared_frame_refcount)
+{
+    cd_sendq a = {0}, b = {0};
+    cd_frame *f = frame('x', 10);
+    cd_sendq_push(&a, cd_frame_ref(f), false);
+    cd_sendq_push(&b, cd_frame_ref(f), false);
+    CHECK_EQ(atomic_load(&f->refs), 3);
+    cd_frame_unref(f);
+    cd_sendq_clear(&a);
+    CHECK_EQ(atomic_load(&f->refs), 1);
+    cd_sendq_clear(&b);
+}
+
+int main(void)
+{
+    RUN(control_before_data);
+    RUN(control_never_inside_a_partial_frame);
+    RUN(replace_unsent_pong);
+    RUN(iov_limit);
+    RUN(shared_frame_refcount);
+    return test_main_end();
+}
