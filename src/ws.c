@@ -256,8 +256,17 @@ static uint8_t length_known(cd_ws_parser *p)
             return FAIL_CLOSE_LEN;
         return FAIL_NONE;
     }
-    /* msg_len <= max_message_bytes holds, so the subtraction cannot wrap. */
-    if (p->remain > lim->max_message_bytes - p->msg_len)
+    /* A compressed message may be larger on the wire than the message it
+     * carries: incompressible data goes out in stored blocks, and a sender
+     * with a small memLevel makes many small ones.  Allow zlib's bound for
+     * any settings (deflateBound: n + n/8 + n/64 + 5, plus the flush tail).
+     * Compressed bytes are inflated as they arrive, never kept, and the
+     * inflated size is capped exactly by the inflater. */
+    uint64_t cap = lim->max_message_bytes;
+    if (p->flags & (FL_RSV1 | FL_COMPRESSED))
+        cap += ((cap + 7) >> 3) + ((cap + 63) >> 6) + 16;
+    /* msg_len <= cap holds, so the subtraction cannot wrap. */
+    if (p->remain > cap - p->msg_len)
         return FAIL_TOO_BIG;
     if (lim->max_fragments != 0 && p->n_fragments >= lim->max_fragments)
         return FAIL_FRAGMENTS;
