@@ -1,6 +1,8 @@
 /* log.c - structured JSON-lines logger (see log.h). */
 #include "log.h"
 
+#include "utf8.h"
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -59,6 +61,16 @@ void cd_json_escape(char *out, size_t cap, size_t *len, const char *s,
             esc[4] = hex[c >> 4];
             esc[5] = hex[c & 15];
             put(out, cap, len, esc, 6);
+        } else if (c >= 0x80) {
+            /* Copy a whole valid UTF-8 sequence, or write U+FFFD for a bad
+             * byte, so a log line stays valid JSON whatever a client sent. */
+            size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+            if (n > 1 && i + n <= slen && cd_utf8_valid((const uint8_t *)s + i, n)) {
+                put(out, cap, len, s + i, n);
+                i += n - 1;
+            } else {
+                put(out, cap, len, "\\ufffd", 6);
+            }
         } else {
             put(out, cap, len, (const char *)&c, 1);
         }

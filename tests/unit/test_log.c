@@ -14,6 +14,10 @@ TEST(escape)
     len = 0;
     cd_json_escape(out, 8, &len, "0123456789", 10);
     CHECK_EQ(len, 8);
+    len = 0;
+    cd_json_escape(out, sizeof(out), &len, "a\xc3\xa9" "b\xff\xe2\x82", 7);
+    out[len] = '\0';
+    CHECK_STR(out, "a\xc3\xa9" "b\\ufffd\\ufffd\\ufffd");
 }
 
 TEST(line_format)
