@@ -44,7 +44,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
 
-.PHONY: all run test check unit integration sanitize fuzz deps deps-test clean bench
+.PHONY: all run test check unit integration sanitize fuzz deps deps-test clean bench examples
 
 all: $(BUILD)/libconduit.a $(BUILD)/libconduit.so $(BUILD)/conduit
 
@@ -66,6 +66,17 @@ $(BUILD)/conduit: src/main.c $(BUILD)/libconduit.a
 $(BUILD)/tests/%: tests/unit/%.c tests/test.h $(BUILD)/libconduit.a | $(BUILD)/tests
 	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< $(BUILD)/libconduit.a $(LIBS)
 
+EXAMPLE_SRCS := $(wildcard examples/*.c)
+EXAMPLE_BINS := $(EXAMPLE_SRCS:examples/%.c=$(BUILD)/examples/%)
+
+examples: $(EXAMPLE_BINS)
+
+# Examples use only the public header, as an embedding program would.
+$(BUILD)/examples/%: examples/%.c include/conduit.h $(BUILD)/libconduit.a
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) $(SAN_FLAGS) -Iinclude $(LDFLAGS_ALL) \
+	  -o $@ $< $(BUILD)/libconduit.a $(LIBS) -ljansson
+
 deps:
 	@scripts/install-deps.sh run
 
@@ -78,12 +89,13 @@ run: deps all
 unit: $(UNIT_BINS)
 	@scripts/run-unit.sh $(UNIT_BINS)
 
-integration: all
-	@CONDUIT_BIN=$(abspath $(BUILD)/conduit) CONDUIT_SANITIZE=$(SANITIZE) \
+integration: all examples
+	@CONDUIT_BIN=$(abspath $(BUILD)/conduit) CONDUIT_EXAMPLES=$(abspath $(BUILD)/examples) \
+	  CONDUIT_SANITIZE=$(SANITIZE) \
 	  scripts/run-integration.sh $(PYTHON)
 
 test: deps-test
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all examples
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
 
@@ -97,8 +109,12 @@ build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(wildcard src/*.h) | build/fuzz
 	  -Iinclude -Isrc $(PKG_CFLAGS) -DCONDUIT_VERSION='"$(VERSION)"' \
 	  -o $@ $< $(LIB_SRCS) $(LIBS)
 
+# The JSON fuzzer checks the reader against jansson's verdict.
+build/fuzz/fuzz_json: LIBS += -ljansson
+
 fuzz: $(FUZZ_BINS)
 	@scripts/run-fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
 
 clean:
 	rm -rf build
+

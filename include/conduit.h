@@ -59,6 +59,18 @@ CONDUIT_API const char *conduit_version(void);
  * Strings are owned by the options (set them with conduit_options_set). */
 
 #define CONDUIT_MAX_LISTEN 16
+#define CONDUIT_MAX_NAMESPACES 32
+
+/* Per-namespace overrides for channels named "<name>:...".  -1 in a field
+ * means "as the global option". */
+typedef struct conduit_namespace {
+    char name[64];                     /* lower case */
+    int8_t presence;                   /* member lists, online/offline */
+    int8_t join_leave;                 /* join/leave events */
+    int8_t client_publish;             /* clients may publish */
+    int8_t typing;                     /* typing events */
+    int64_t max_subscribers;           /* per channel; 0: unlimited */
+} conduit_namespace;
 
 typedef struct conduit_options {
     char *listen[CONDUIT_MAX_LISTEN];  /* "HOST:PORT", "[V6]:PORT"; port 0: ephemeral, shared by workers */
@@ -80,6 +92,21 @@ typedef struct conduit_options {
     char *echo_path;
     uint64_t echo_max_message_size;    /* bytes */
     uint32_t close_timeout_s;          /* wait for the peer's close / FIN */
+    char *ws_path;                     /* native protocol endpoint ("/ws") */
+    char *auth_mode;                   /* "optional", "required", "insecure" */
+    uint32_t ws_max_subscriptions_per_connection;
+    uint32_t ws_max_subscribers_per_channel;  /* 0: unlimited */
+    bool ws_allow_broadcast_all;       /* publish without a channel reaches everyone */
+    bool ws_presence;                  /* defaults for every namespace: */
+    bool ws_join_leave_events;
+    bool ws_client_publish;
+    bool ws_typing;
+    uint32_t ws_typing_rate_limit;     /* typing events per window per connection */
+    uint32_t ws_typing_rate_window_ms;
+    uint64_t ws_max_queue_bytes;       /* send queue cap per connection */
+    uint32_t ws_max_queue_messages;
+    conduit_namespace ns[CONDUIT_MAX_NAMESPACES];
+    size_t n_ns;
 } conduit_options;
 
 /* Fill every field with its default.  Thread: any. */
@@ -119,11 +146,46 @@ CONDUIT_API int conduit_options_write_reference(int fd);
 /* Server. */
 
 typedef struct conduit_server conduit_server;
+typedef struct conduit_conn conduit_conn;
+
+/* An application message: a text message whose "type" is not one of the
+ * protocol's own.  Every pointer borrows the received message and is valid
+ * only during the callback; the *_len fields are byte counts. */
+typedef struct conduit_msg {
+    const char *type;                  /* as the client spelled it */
+    size_t type_len;
+    const char *id;                    /* raw JSON of "id", or NULL */
+    size_t id_len;
+    const char *data;                  /* raw JSON of "data", or NULL */
+    size_t data_len;
+    const char *json;                  /* the whole message */
+    size_t json_len;
+} conduit_msg;
+
+/* Typed callbacks; any may be NULL.  They run on the worker thread that
+ * owns the connection, and may call every conduit_conn_* function on that
+ * connection, conduit_publish and conduit_send. */
+typedef struct conduit_callbacks {
+    /* A native-protocol connection is open (after its initial room). */
+    void (*on_open)(conduit_conn *c, void *user);
+    /* An application message.  Return 0 when handled (reply with
+     * conduit_conn_reply), or CONDUIT_ENOTFOUND to let the server answer
+     * UnknownType. */
+    int (*on_message)(conduit_conn *c, const conduit_msg *m, void *user);
+    /* The connection is gone; `code` is the close code (1006 when the peer
+     * vanished).  The handle is invalid after this returns. */
+    void (*on_close)(conduit_conn *c, int code, void *user);
+    void *user;
+} conduit_callbacks;
 
 /* Create a server from options (copied).  Nothing is bound yet.
  * The caller owns *out and releases it with conduit_server_destroy. */
 CONDUIT_API int conduit_server_create(conduit_server **out,
                                       const conduit_options *opt);
+/* Install callbacks (copied) before conduit_server_start.  Thread: the
+ * creating thread.  Returns CONDUIT_ESTATE once started. */
+CONDUIT_API int conduit_server_set_callbacks(conduit_server *srv,
+                                             const conduit_callbacks *cb);
 /* Bind every listen address and start the workers; returns once the server
  * accepts connections.  Thread: the thread that created the server. */
 CONDUIT_API int conduit_server_start(conduit_server *srv);
@@ -137,6 +199,45 @@ CONDUIT_API void conduit_server_destroy(conduit_server *srv);
 CONDUIT_API int conduit_server_listen_address(const conduit_server *srv,
                                               size_t i, char *buf,
                                               size_t len);
+
+/* ------------------------------------------------------------------ */
+/* Messaging. */
+
+/* Publish `data` (one JSON value, copied) to `channel` as the server:
+ * subscribers get {"type":"message","channel":...,"data":...,"offset":...}.
+ * Thread: any, once started.  Returns 0, CONDUIT_EINVAL (bad channel name
+ * or data that is not JSON) or CONDUIT_ENOMEM.  *offset_out (may be NULL)
+ * gets the message's offset, 0 when nobody was subscribed. */
+CONDUIT_API int conduit_publish(conduit_server *srv, const char *channel,
+                                const char *data, size_t len,
+                                uint64_t *offset_out);
+/* Send one text message (copied) to the connection with id `conn_id`.
+ * Thread: any, once started.  The message is queued on the connection's
+ * worker; returns 0 even if the connection has gone meanwhile, or
+ * CONDUIT_ENOTFOUND for an id no worker could have issued. */
+CONDUIT_API int conduit_send(conduit_server *srv, uint64_t conn_id,
+                             const char *text, size_t len);
+
+/* The rest belongs to the connection's worker thread (callbacks). */
+
+/* Queue one text message (copied).  Returns 0, CONDUIT_ECLOSED when the
+ * connection is closing, or CONDUIT_ELIMIT when its send queue is over
+ * its limit (it is then closed with 4008). */
+CONDUIT_API int conduit_conn_send_text(conduit_conn *c, const char *text,
+                                       size_t len);
+/* Answer an application message: {"type":"<type>_response","id":<id>,
+ * "data":<data>}.  `data` is one JSON value (copied) or NULL. */
+CONDUIT_API int conduit_conn_reply(conduit_conn *c, const conduit_msg *m,
+                                   const char *data, size_t len);
+/* Start a close with `code` (1000, 1008, 3000-4999 ...). */
+CONDUIT_API void conduit_conn_close(conduit_conn *c, int code,
+                                    const char *reason);
+/* The connection's id (unique within the server), and its user. */
+CONDUIT_API uint64_t conduit_conn_id(const conduit_conn *c);
+CONDUIT_API const char *conduit_conn_user_id(const conduit_conn *c);
+/* Per-connection application data; the library never touches it. */
+CONDUIT_API void conduit_conn_set_user(conduit_conn *c, void *user);
+CONDUIT_API void *conduit_conn_user(const conduit_conn *c);
 
 #ifdef __cplusplus
 }

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 build=(make gcc pkg-config libssl-dev zlib1g-dev libyaml-dev)
-test=(python3 python3-websockets python3-pytest python3-cryptography nodejs npm clang libclang-rt-14-dev openssl)
+test=(python3 python3-websockets python3-pytest python3-cryptography nodejs npm clang libclang-rt-14-dev openssl libjansson-dev)
 fuzz=(clang libclang-rt-14-dev)
 
 case "${1:-run}" in

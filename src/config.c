@@ -15,6 +15,7 @@
 
 #include "common.h"
 #include "log.h"
+#include "net.h"
 
 #define OFF(field) offsetof(conduit_options, field)
 
@@ -24,7 +25,7 @@ _Static_assert(offsetof(conduit_options, n_listen) ==
                "n_listen must follow listen[]");
 
 static const cd_conf_entry conf_table[] = {
-    {"listen", CD_CONF_LIST, OFF(listen), 0, 0, "127.0.0.1:8080", 0,
+    {"listen", CD_CONF_LIST, OFF(listen), 0, 0, "127.0.0.1:8080", CD_CONF_ADDRESS,
      "Address to listen on, HOST:PORT or [IPV6]:PORT; repeat for several "
      "(comma-separated in the environment). Port 0 picks one free port "
      "shared by all workers."},
@@ -81,6 +82,69 @@ static const cd_conf_entry conf_table[] = {
     {"close_timeout", CD_CONF_SECONDS, OFF(close_timeout_s), 1, 60, "5", 0,
      "Seconds to wait for the peer's side of a closing handshake before the "
      "socket is closed anyway."},
+    {"ws_path", CD_CONF_STR, OFF(ws_path), 0, 0, "/ws", 0,
+     "Path of the native protocol endpoint; PATH/{room} joins the room on "
+     "open."},
+    {"auth_mode", CD_CONF_ENUM, OFF(auth_mode), 0, 0, "optional", 0,
+     "optional: anonymous connections allowed (each its own user); "
+     "required: a valid token is needed; insecure: development only, "
+     "?user_id= is trusted without a token (logged as a warning).",
+     "optional|required|insecure"},
+    {"ws_max_subscriptions_per_connection", CD_CONF_U32,
+     OFF(ws_max_subscriptions_per_connection), 1, 1000000, "128", 0,
+     "Channels one connection may be subscribed to "
+     "(SubscriptionLimitExceeded past it)."},
+    {"ws_max_subscribers_per_channel", CD_CONF_U32,
+     OFF(ws_max_subscribers_per_channel), 0, UINT32_MAX, "0", 0,
+     "Subscriptions one channel may have (ChannelFull past it); 0 is "
+     "unlimited."},
+    {"ws_allow_broadcast_all", CD_CONF_BOOL, OFF(ws_allow_broadcast_all), 0, 0,
+     "true", 0, "A publish naming no channel reaches every connection."},
+    {"ws_presence", CD_CONF_BOOL, OFF(ws_presence), 0, 0, "true", 0,
+     "Presence (member lists, online/offline events) for channels whose "
+     "namespace does not say otherwise."},
+    {"ws_join_leave_events", CD_CONF_BOOL, OFF(ws_join_leave_events), 0, 0, "true", 0,
+     "join/leave events to channel members, where presence is on."},
+    {"ws_client_publish", CD_CONF_BOOL, OFF(ws_client_publish), 0, 0, "true", 0,
+     "Clients may publish (the server API always may)."},
+    {"ws_typing", CD_CONF_BOOL, OFF(ws_typing), 0, 0, "true", 0,
+     "typing events between channel members."},
+    {"ws_typing_rate_limit", CD_CONF_U32, OFF(ws_typing_rate_limit), 1, 1000000, "10", 0,
+     "typing events one connection may send per window (RateLimitExceeded "
+     "past it)."},
+    {"ws_typing_rate_window_ms", CD_CONF_U32, OFF(ws_typing_rate_window_ms), 1,
+     86400000, "10000", 0, "The typing rate window, in milliseconds."},
+    {"ws_max_queue_bytes", CD_CONF_BYTES, OFF(ws_max_queue_bytes), 1024,
+     UINT64_C(1) << 34, "4194304", 0,
+     "Bytes waiting to be written to one connection; past it the "
+     "connection is a slow consumer and is closed with 4008."},
+    {"ws_max_queue_messages", CD_CONF_U32, OFF(ws_max_queue_messages), 1,
+     UINT32_MAX, "1000", 0,
+     "Messages waiting to be written to one connection; past it, as above."},
+};
+
+/* Namespace options: key ns_<name>_<option>, e.g. ns_chat_presence or the
+ * variable CONDUIT_NS_CHAT_PRESENCE.  Unset fields follow the global
+ * option named in `global`. */
+typedef struct ns_entry {
+    const char *option;
+    cd_conf_type type;
+    size_t offset;
+    const char *global;
+    const char *help;
+} ns_entry;
+
+static const ns_entry ns_table[] = {
+    {"presence", CD_CONF_BOOL, offsetof(conduit_namespace, presence), "ws_presence",
+     "member lists and online/offline events"},
+    {"join_leave", CD_CONF_BOOL, offsetof(conduit_namespace, join_leave),
+     "ws_join_leave_events", "join/leave events"},
+    {"client_publish", CD_CONF_BOOL, offsetof(conduit_namespace, client_publish),
+     "ws_client_publish", "clients may publish"},
+    {"typing", CD_CONF_BOOL, offsetof(conduit_namespace, typing), "ws_typing",
+     "typing events"},
+    {"max_subscribers", CD_CONF_U32, offsetof(conduit_namespace, max_subscribers),
+     "ws_max_subscribers_per_channel", "subscriptions per channel (0: unlimited)"},
 };
 
 const cd_conf_entry *cd_conf_table(size_t *n)
@@ -183,6 +247,12 @@ static int append_list(conduit_options *opt, const cd_conf_entry *e,
                                        sizeof(char *) * CONDUIT_MAX_LISTEN);
     if (value[0] == '\0')
         return fail(err, errlen, origin, "empty value");
+    if (e->flags & CD_CONF_ADDRESS) {
+        cd_addr addr;
+        char why[160];
+        if (cd_addr_parse(value, &addr, why, sizeof(why)) != 0)
+            return fail(err, errlen, origin, "%s", why);
+    }
     if (*count >= CONDUIT_MAX_LISTEN)
         return fail(err, errlen, origin, "at most %d values", CONDUIT_MAX_LISTEN);
     char *copy = strdup(value);
@@ -215,6 +285,16 @@ int cd_conf_set(conduit_options *opt, const cd_conf_entry *e,
     switch (e->type) {
     case CD_CONF_STR:
         return set_string(field(opt, e), value, origin, err, errlen);
+    case CD_CONF_ENUM: {
+        size_t n = strlen(value);
+        for (const char *ch = e->choices; ch && *ch;) {
+            size_t k = strcspn(ch, "|");
+            if (k == n && n > 0 && strncmp(ch, value, n) == 0)
+                return set_string(field(opt, e), value, origin, err, errlen);
+            ch += k + (ch[k] == '|');
+        }
+        return fail(err, errlen, origin, "expected one of %s, got \"%s\"", e->choices, value);
+    }
     case CD_CONF_LIST:
         return append_list(opt, e, value, origin, err, errlen);
     case CD_CONF_BOOL:
@@ -257,6 +337,99 @@ int cd_conf_set(conduit_options *opt, const cd_conf_entry *e,
     return fail(err, errlen, origin, "unsupported option type");
 }
 
+
+/* ------------------------------------------------------------------ */
+/* Namespace keys. */
+
+/* Split "ns_<name>_<option>": the option is the longest known suffix.
+ * Returns the option's entry and writes the lower-case name, or NULL. */
+static const ns_entry *ns_parse_key(const char *key, char *name, size_t cap)
+{
+    if (strncmp(key, "ns_", 3) != 0)
+        return NULL;
+    const char *rest = key + 3;
+    size_t rlen = strlen(rest);
+    const ns_entry *best = NULL;
+    size_t best_len = 0;
+    for (size_t i = 0; i < CD_ARRAY_LEN(ns_table); i++) {
+        size_t olen = strlen(ns_table[i].option);
+        if (rlen > olen + 1 && rest[rlen - olen - 1] == '_' &&
+            strcmp(rest + rlen - olen, ns_table[i].option) == 0 && olen > best_len) {
+            best = &ns_table[i];
+            best_len = olen;
+        }
+    }
+    if (best == NULL)
+        return NULL;
+    size_t nlen = rlen - best_len - 1;
+    if (nlen == 0 || nlen >= cap || nlen >= sizeof(((conduit_namespace *)0)->name))
+        return NULL;
+    for (size_t i = 0; i < nlen; i++) {
+        char ch = (char)tolower((unsigned char)rest[i]);
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-'))
+            return NULL;
+        name[i] = ch;
+    }
+    name[nlen] = '\0';
+    return best;
+}
+
+static conduit_namespace *ns_get(conduit_options *opt, const char *name)
+{
+    for (size_t i = 0; i < opt->n_ns; i++)
+        if (strcmp(opt->ns[i].name, name) == 0)
+            return &opt->ns[i];
+    if (opt->n_ns >= CONDUIT_MAX_NAMESPACES)
+        return NULL;
+    conduit_namespace *ns = &opt->ns[opt->n_ns++];
+    memset(ns, 0, sizeof(*ns));
+    snprintf(ns->name, sizeof(ns->name), "%s", name);
+    ns->presence = ns->join_leave = ns->client_publish = ns->typing = -1;
+    ns->max_subscribers = -1;
+    return ns;
+}
+
+static int ns_set(conduit_options *opt, const ns_entry *ne, const char *name,
+                  const char *value, const char *origin, char *err, size_t errlen)
+{
+    /* Parse with the global option's own rules, then store it here. */
+    const cd_conf_entry *g = cd_conf_find(ne->global);
+    conduit_options scratch;
+    memset(&scratch, 0, sizeof(scratch));
+    int rc = cd_conf_set(&scratch, g, value, origin, err, errlen);
+    if (rc != 0)
+        return rc;
+    conduit_namespace *ns = ns_get(opt, name);
+    if (ns == NULL)
+        return fail(err, errlen, origin, "at most %d namespaces", CONDUIT_MAX_NAMESPACES);
+    void *dst = (char *)ns + ne->offset;
+    if (ne->type == CD_CONF_BOOL)
+        *(int8_t *)dst = *(bool *)cfield(&scratch, g) ? 1 : 0;
+    else
+        *(int64_t *)dst = *(const uint32_t *)cfield(&scratch, g);
+    return 0;
+}
+
+/* Set any key: a table entry or a namespace key. */
+static int set_key(conduit_options *opt, const char *key, const char *value,
+                   const char *origin, char *err, size_t errlen)
+{
+    const cd_conf_entry *e = cd_conf_find(key);
+    if (e != NULL)
+        return cd_conf_set(opt, e, value, origin, err, errlen);
+    char name[64];
+    const ns_entry *ne = ns_parse_key(key, name, sizeof(name));
+    if (ne == NULL)
+        return fail(err, errlen, origin, "unknown option");
+    return ns_set(opt, ne, name, value, origin, err, errlen);
+}
+
+static bool is_ns_key(const char *key)
+{
+    char name[64];
+    return ns_parse_key(key, name, sizeof(name)) != NULL;
+}
+
 CONDUIT_API void conduit_options_init(conduit_options *opt)
 {
     memset(opt, 0, sizeof(*opt));
@@ -274,7 +447,7 @@ CONDUIT_API void conduit_options_fini(conduit_options *opt)
 {
     for (size_t i = 0; i < CD_ARRAY_LEN(conf_table); i++) {
         const cd_conf_entry *e = &conf_table[i];
-        if (e->type == CD_CONF_STR) {
+        if (e->type == CD_CONF_STR || e->type == CD_CONF_ENUM) {
             char **s = field(opt, e);
             free(*s);
             *s = NULL;
@@ -288,10 +461,7 @@ CONDUIT_API int conduit_options_set(conduit_options *opt, const char *key,
                                     const char *value, char *err,
                                     size_t errlen)
 {
-    const cd_conf_entry *e = cd_conf_find(key);
-    if (e == NULL)
-        return fail(err, errlen, key, "unknown option");
-    return cd_conf_set(opt, e, value, key, err, errlen);
+    return set_key(opt, key, value, key, err, errlen);
 }
 
 /* A list given whole (environment, a YAML sequence or scalar) replaces the
@@ -337,6 +507,12 @@ CONDUIT_API int conduit_options_load_env(conduit_options *opt,
         for (size_t i = 8; i <= n; i++)
             key[k++] = (char)tolower((unsigned char)name[i]);
         const cd_conf_entry *e = cd_conf_find(key);
+        if (e == NULL && is_ns_key(key)) {
+            int rc = set_key(opt, key, eq + 1, name, err, errlen);
+            if (rc != 0)
+                return rc;
+            continue;
+        }
         if (e == NULL)
             continue;
         int rc = e->type == CD_CONF_LIST
@@ -446,6 +622,12 @@ static int yaml_mapping(yaml_walk *y, const char *prefix)
         if (vev.type == YAML_MAPPING_START_EVENT) {
             yaml_event_delete(&vev);
             rc = yaml_mapping(y, key);
+        } else if (e == NULL && vev.type == YAML_SCALAR_EVENT && is_ns_key(key)) {
+            char origin[320];
+            snprintf(origin, sizeof(origin), "%s:%zu: %s", y->path, line + 1, key);
+            rc = set_key(y->opt, key, (const char *)vev.data.scalar.value, origin, y->err,
+                         y->errlen);
+            yaml_event_delete(&vev);
         } else if (e == NULL || (e->flags & CD_CONF_NO_FILE)) {
             yaml_event_delete(&vev);
             rc = yaml_fail(y, line, key, "unknown option");
@@ -512,7 +694,8 @@ static void format_value(const conduit_options *opt, const cd_conf_entry *e,
 {
     const void *p = cfield(opt, e);
     switch (e->type) {
-    case CD_CONF_STR: {
+    case CD_CONF_STR:
+    case CD_CONF_ENUM: {
         const char *s = *(char *const *)p;
         snprintf(out, cap, "%s", s ? s : "");
         break;
@@ -553,6 +736,18 @@ void cd_conf_print(const conduit_options *opt, FILE *out)
             snprintf(v, sizeof(v), "********");
         fprintf(out, "%s: \"%s\"\n", e->key, v);
     }
+    for (size_t i = 0; i < opt->n_ns; i++) {
+        const conduit_namespace *ns = &opt->ns[i];
+        for (size_t k = 0; k < CD_ARRAY_LEN(ns_table); k++) {
+            const void *p = (const char *)ns + ns_table[k].offset;
+            if (ns_table[k].type == CD_CONF_BOOL && *(const int8_t *)p >= 0)
+                fprintf(out, "ns_%s_%s: \"%s\"\n", ns->name, ns_table[k].option,
+                        *(const int8_t *)p ? "true" : "false");
+            else if (ns_table[k].type != CD_CONF_BOOL && *(const int64_t *)p >= 0)
+                fprintf(out, "ns_%s_%s: \"%lld\"\n", ns->name, ns_table[k].option,
+                        (long long)*(const int64_t *)p);
+        }
+    }
 }
 
 static void print_names(const cd_conf_entry *e, char *env, char *flag, size_t cap)
@@ -574,6 +769,7 @@ void cd_conf_print_reference(FILE *out)
         [CD_CONF_STR] = "string", [CD_CONF_LIST] = "list", [CD_CONF_BOOL] = "bool",
         [CD_CONF_U32] = "integer", [CD_CONF_BYTES] = "bytes",
         [CD_CONF_SECONDS] = "seconds", [CD_CONF_LOG_LEVEL] = "level",
+        [CD_CONF_ENUM] = "choice",
     };
     fprintf(out, "| file key | environment | flag | type | default | reload | description |\n"
                  "|---|---|---|---|---|---|---|\n");
@@ -581,12 +777,22 @@ void cd_conf_print_reference(FILE *out)
         const cd_conf_entry *e = &conf_table[i];
         char env[96], flag[96];
         print_names(e, env, flag, sizeof(env));
-        fprintf(out, "| %s | `%s` | `%s` | %s | %s%s%s | %s | %s |\n",
+        fprintf(out, "| %s | `%s` | `%s` | %s | %s%s%s | %s | %s%s%s |\n",
                 (e->flags & CD_CONF_NO_FILE) ? "—" : e->key, env, flag,
                 type_names[e->type], e->def ? "`" : "", e->def ? e->def : "none",
                 e->def ? "`" : "", (e->flags & CD_CONF_RELOAD) ? "yes" : "no",
-                e->help);
+                e->help, e->choices ? " One of: " : "", e->choices ? e->choices : "");
     }
+    fprintf(out, "\n### Namespace options\n\n"
+                 "Channels named `NAME:rest` belong to namespace `NAME`. Each option below "
+                 "can be set per namespace as file key `ns_NAME_OPTION` (or nested: "
+                 "`ns: {NAME: {OPTION: value}}`), variable `CONDUIT_NS_NAME_OPTION`, or "
+                 "flag `--ns-NAME-OPTION`; unset, it follows the global option. "
+                 "Namespace names are lower case letters, digits, `_` and `-`.\n\n"
+                 "| option | global option | what |\n|---|---|---|\n");
+    for (size_t i = 0; i < CD_ARRAY_LEN(ns_table); i++)
+        fprintf(out, "| %s | `%s` | %s |\n", ns_table[i].option, ns_table[i].global,
+                ns_table[i].help);
 }
 
 CONDUIT_API int conduit_options_clear(conduit_options *opt, const char *key)
@@ -608,7 +814,7 @@ CONDUIT_API int conduit_options_clear(conduit_options *opt, const char *key)
 
 CONDUIT_API bool conduit_options_is_key(const char *key)
 {
-    return cd_conf_find(key) != NULL;
+    return cd_conf_find(key) != NULL || is_ns_key(key);
 }
 
 static int write_with(int fd, void (*fn)(const conduit_options *, FILE *),

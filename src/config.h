@@ -23,12 +23,14 @@ typedef enum cd_conf_type {
     CD_CONF_BYTES,       /* uint64_t; accepts k/m/g suffixes (KiB, MiB, GiB) */
     CD_CONF_SECONDS,     /* uint32_t; accepts s/m/h suffixes */
     CD_CONF_LOG_LEVEL,   /* int */
+    CD_CONF_ENUM,        /* char *, one of `choices` ("a|b|c") */
 } cd_conf_type;
 
 enum {
     CD_CONF_SECRET = 1u,   /* masked by --check-config */
     CD_CONF_RELOAD = 2u,   /* applied live on SIGHUP */
     CD_CONF_NO_FILE = 4u,  /* not a file key (e.g. config itself) */
+    CD_CONF_ADDRESS = 8u,  /* list of HOST:PORT, checked when set */
 };
 
 typedef struct cd_conf_entry {
@@ -39,6 +41,7 @@ typedef struct cd_conf_entry {
     const char *def;       /* default in text form; NULL: unset */
     unsigned flags;
     const char *help;
+    const char *choices; /* CD_CONF_ENUM: "a|b|c" */
 } cd_conf_entry;
 
 const cd_conf_entry *cd_conf_table(size_t *n);

@@ -17,7 +17,9 @@
 
 #include "api.h"
 #include "common.h"
+#include "hub.h"
 #include "http.h"
+#include "proto.h"
 #include "sendq.h"
 #include "upgrade.h"
 #include "ws.h"
@@ -33,6 +35,7 @@ enum conn_state {
 enum conn_kind {
     KIND_NONE,
     KIND_ECHO,    /* raw echo endpoint */
+    KIND_NATIVE,  /* the native protocol (JSON) */
 };
 
 enum {
@@ -43,6 +46,7 @@ enum {
     F_CLOSE_SENT = 1u << 4,     /* a close frame is queued */
     F_GOT_BYTES = 1u << 5,      /* some request bytes arrived (for 408) */
     F_PEER_EOF = 1u << 6,       /* the peer's FIN arrived; close once drained */
+    F_OPENED = 1u << 7,         /* native: joined the hub, on_open ran */
 };
 
 /* Stop reading while more than this is queued for a peer that does not
@@ -53,7 +57,7 @@ enum {
 #define WRITE_BUDGET (1u << 20)
 #define MAX_IOV 64
 
-struct cd_conn {
+struct conduit_conn {
     cd_io io;
     cd_timer timer;
     cd_defer defer;
@@ -70,7 +74,12 @@ struct cd_conn {
     uint64_t last_data_ms;             /* last data message from the peer */
     uint64_t last_ping_ms;             /* last heartbeat ping we sent */
     uint64_t deadline_ms;              /* HTTP, CLOSING, LINGER deadline */
+    char *user;                        /* native: the user id (owned) */
+    void *app_user;                    /* conduit_conn_set_user */
+    cd_member member;                  /* native: hub membership */
+    cd_proto_state ps;
     uint16_t flags;
+    uint16_t close_code;               /* sent or received; 1006 if none */
     uint8_t state;
     uint8_t kind;
 };
@@ -113,11 +122,28 @@ static void flush_list_remove(cd_conn *c)
     c->flags &= (uint16_t)~F_FLUSH_QUEUED;
 }
 
+/* The native side of a close: leave the hub (offline, leave events) and
+ * tell the application, exactly once. */
+static void native_gone(cd_conn *c)
+{
+    if (!(c->flags & F_OPENED))
+        return;
+    c->flags &= (uint16_t)~F_OPENED;
+    conduit_server *srv = c->w->srv;
+    cd_hub_member_gone(srv->hub, &c->member);
+    if (srv->cb.on_close)
+        srv->cb.on_close(c, c->close_code ? c->close_code : CD_WS_CLOSE_ABNORMAL,
+                         srv->cb.user);
+}
+
 static void conn_destroy(cd_conn *c)
 {
     if (c->state == ST_DEAD)
         return;
+    native_gone(c);
     c->state = ST_DEAD;
+    cd_idmap_del(&c->w->conns_by_id, c->id);
+    atomic_fetch_sub_explicit(&c->w->srv->n_conns, 1, memory_order_relaxed);
     int fd = c->io.fd;
     cd_loop_io_stop(c->w->loop, &c->io);
     if (fd >= 0)
@@ -143,6 +169,7 @@ static void conn_free(cd_defer *d)
     cd_ws_parser_fini(&c->ws);
     cd_pmd_destroy(c->pmd);
     free(c->http);
+    free(c->user);
     free(c);
 }
 
@@ -237,6 +264,8 @@ static void send_close(cd_conn *c, uint16_t code, const char *reason, bool fin)
     uint8_t payload[CD_WS_MAX_CONTROL];
     size_t len = cd_ws_close_payload(payload, code, reason);
     c->flags |= F_CLOSE_SENT;
+    if (c->close_code == 0)
+        c->close_code = code;
     if (send_control(c, CD_WS_OP_CLOSE, payload, len) != 0)
         return;
     c->deadline_ms = now_ms(c) + srv_of(c)->opt.close_timeout_s * 1000ull;
@@ -375,9 +404,11 @@ static void http_error(cd_conn *c, int status, const char *extra,
 
 static void ws_feed(cd_conn *c, uint8_t *data, size_t len);
 
-/* Switch to WebSocket: 101, parser, compression, heartbeat. */
+/* Switch to WebSocket: 101, parser, compression, heartbeat; a native
+ * connection then joins the hub (and `room`, when the path named one). */
 static void upgrade(cd_conn *c, const cd_endpoint *ep, cd_upgrade_result *r,
-                    uint8_t kind, uint8_t *rest, size_t rest_len)
+                    uint8_t kind, const char *room, size_t room_len, uint8_t *rest,
+                    size_t rest_len)
 {
     char resp[1024];
     size_t n = cd_upgrade_write_101(r, &ep->upgrade, resp, sizeof(resp));
@@ -405,10 +436,52 @@ static void upgrade(cd_conn *c, const cd_endpoint *ep, cd_upgrade_result *r,
     if (queue_frame(c, f, true) != 0)
         return;
     conn_on_timer(&c->timer, NULL); /* arms the heartbeat */
-    cd_log(log_of(c), CD_LOG_DEBUG, "ws_open", "conn=%llu deflate=%d",
-           (unsigned long long)c->id, r->has_pmd ? 1 : 0);
+    cd_log(log_of(c), CD_LOG_DEBUG, "ws_open", "conn=%llu user=%s deflate=%d",
+           (unsigned long long)c->id, c->user, r->has_pmd ? 1 : 0);
+    if (kind == KIND_NATIVE) {
+        c->flags |= F_OPENED;
+        c->member.conn_id = c->id;
+        c->member.user = c->user;
+        c->member.worker = c->w->id;
+        cd_proto_json_open(c, room, room_len);
+        if (c->state == ST_DEAD)
+            return;
+    }
     if (rest_len > 0)
         ws_feed(c, rest, rest_len);
+}
+
+/* Decide who the connection is (docs/protocol.md, "Identity").  Returns
+ * 0, or an HTTP status after which the request is refused. */
+static int identify(cd_conn *c, const cd_http_parser *req)
+{
+    conduit_server *srv = srv_of(c);
+    const char *mode = srv->opt.auth_mode ? srv->opt.auth_mode : "optional";
+    char user[129];
+    int n = -1;
+    if (strcmp(mode, "insecure") == 0)
+        n = cd_http_query_get(cd_http_str(req, req->query), req->query.len, "user_id",
+                              user, sizeof(user));
+    if (n > 0) {
+        for (int i = 0; i < n; i++)
+            if ((unsigned char)user[i] < 0x20 || user[i] == 0x7f)
+                return 400;
+        cd_log(log_of(c), CD_LOG_WARN, "insecure_user_id", "conn=%llu user=%s",
+               (unsigned long long)c->id, user);
+    } else if (strcmp(mode, "required") == 0) {
+        /* Token verification arrives with authentication; until a key is
+         * configured nothing can be verified, so nobody is let in. */
+        return 401;
+    } else {
+        snprintf(user, sizeof(user), "anon-%llx", (unsigned long long)c->id);
+    }
+    c->user = strdup(user);
+    return c->user ? 0 : 500;
+}
+
+static bool path_is(const char *path, size_t len, const char *lit)
+{
+    return lit && len == strlen(lit) && memcmp(path, lit, len) == 0;
 }
 
 static void http_dispatch(cd_conn *c, uint8_t *rest, size_t rest_len)
@@ -416,6 +489,13 @@ static void http_dispatch(cd_conn *c, uint8_t *rest, size_t rest_len)
     conduit_server *srv = srv_of(c);
     cd_http_parser *req = c->http;
 
+    /* RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request
+     * with several, is answered 400 (the upgrade check says the same). */
+    size_t n_host = cd_http_header_count(req, "host");
+    if (n_host > 1 || (n_host == 0 && req->version_minor >= 1)) {
+        http_error(c, 400, NULL, n_host ? "more than one Host header" : "missing Host header");
+        return;
+    }
     if (!cd_upgrade_is_requested(req)) {
         cd_http_reply rep;
         cd_api_handle(srv, req, &rep);
@@ -427,10 +507,36 @@ static void http_dispatch(cd_conn *c, uint8_t *rest, size_t rest_len)
     uint8_t kind = KIND_NONE;
     size_t plen = req->path.len;
     const char *path = cd_http_str(req, req->path);
-    if (srv->opt.echo_enabled && plen == strlen(srv->opt.echo_path) &&
-        memcmp(path, srv->opt.echo_path, plen) == 0) {
+    const char *ws_path = srv->opt.ws_path ? srv->opt.ws_path : "/ws";
+    size_t ws_len = strlen(ws_path);
+    char room[CD_CHANNEL_MAX_LEN + 1];
+    int room_len = 0;
+
+    if (srv->opt.echo_enabled && path_is(path, plen, srv->opt.echo_path)) {
         ep = &srv->echo;
         kind = KIND_ECHO;
+    } else if (path_is(path, plen, ws_path)) {
+        ep = &srv->native;
+        kind = KIND_NATIVE;
+    } else if (plen > ws_len + 1 && memcmp(path, ws_path, ws_len) == 0 && path[ws_len] == '/') {
+        /* /ws/{room}: the room is one percent-decoded path segment. */
+        char enc[CD_HTTP_MAX_REQUEST_LINE];
+        size_t elen = plen - ws_len - 1;
+        int n = -1;
+        if (elen < sizeof(enc) - 3) {
+            char q[CD_HTTP_MAX_REQUEST_LINE + 4];
+            memcpy(q, "r=", 2);
+            memcpy(q + 2, path + ws_len + 1, elen);
+            n = cd_http_query_get(q, elen + 2, "r", room, sizeof(room));
+        }
+        if (n <= 0 || memchr(path + ws_len + 1, '/', elen) != NULL ||
+            !cd_hub_channel_name_valid(room, (size_t)n)) {
+            http_error(c, 400, NULL, "the room in the path is not a valid channel name");
+            return;
+        }
+        room_len = n;
+        ep = &srv->native;
+        kind = KIND_NATIVE;
     }
     if (ep == NULL) {
         http_error(c, 404, NULL, "no WebSocket endpoint at this path");
@@ -441,7 +547,20 @@ static void http_dispatch(cd_conn *c, uint8_t *rest, size_t rest_len)
         http_error(c, r.status, r.extra_header, r.reason);
         return;
     }
-    upgrade(c, ep, &r, kind, rest, rest_len);
+    if (kind == KIND_NATIVE) {
+        if (r.subprotocol_requested && r.subprotocol < 0) {
+            http_error(c, 400, NULL, "unsupported subprotocol: this endpoint speaks "
+                                     CD_PROTO_JSON);
+            return;
+        }
+        int status = identify(c, req);
+        if (status != 0) {
+            http_error(c, status, NULL,
+                       status == 401 ? "a valid token is required" : "bad user_id");
+            return;
+        }
+    }
+    upgrade(c, ep, &r, kind, room, (size_t)room_len, rest, rest_len);
 }
 
 static void http_feed(cd_conn *c, uint8_t *data, size_t len)
@@ -515,6 +634,7 @@ static void on_peer_close(cd_conn *c, const cd_ws_event *ev)
      * empty close is answered with 1000. */
     uint16_t code = ev->close_code == CD_WS_CLOSE_NO_STATUS ? CD_WS_CLOSE_NORMAL
                                                             : ev->close_code;
+    c->close_code = ev->close_code;
     send_close(c, code, NULL, true);
 }
 
@@ -525,8 +645,15 @@ static void handle_event(cd_conn *c, const cd_ws_event *ev)
         if (c->state != ST_WS)
             return; /* after our close, data is discarded (RFC 6455 §1.4) */
         c->last_data_ms = now_ms(c);
-        if (c->kind == KIND_ECHO)
+        if (c->kind == KIND_ECHO) {
             echo_message(c, ev);
+        } else if (ev->opcode == CD_WS_OP_BINARY) {
+            /* conduit.v1.json is text only (RFC 6455 §7.4.1: 1003). */
+            send_close(c, CD_WS_CLOSE_UNSUPPORTED,
+                       "binary frames are not accepted on " CD_PROTO_JSON, false);
+        } else {
+            cd_proto_json_message(c, ev->data, ev->len);
+        }
         return;
     case CD_WS_EV_PING:
         if (c->state == ST_WS)
@@ -722,11 +849,18 @@ int cd_conn_accept(cd_worker *w, int fd, const cd_addr *peer)
         free(c);
         return CONDUIT_EIO;
     }
+    if (cd_idmap_put(&w->conns_by_id, c->id, c) != 0) {
+        cd_loop_io_stop(w->loop, &c->io);
+        close(fd);
+        free(c);
+        return CONDUIT_ENOMEM;
+    }
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
     w->conns = c;
     w->n_conns++;
+    atomic_fetch_add_explicit(&w->srv->n_conns, 1, memory_order_relaxed);
     c->last_rx_ms = now_ms(c);
     c->deadline_ms = c->last_rx_ms + w->srv->opt.handshake_timeout_s * 1000ull;
     arm_timer(c, c->deadline_ms);
@@ -750,3 +884,137 @@ void cd_conn_destroy_all(cd_worker *w)
     while (w->conns)
         conn_destroy(w->conns);
 }
+
+/* ------------------------------------------------------------------ */
+/* Interface for the protocol layer and the hub. */
+
+uint64_t cd_conn_id(const cd_conn *c) { return c->id; }
+const char *cd_conn_user(const cd_conn *c) { return c->user ? c->user : ""; }
+cd_member *cd_conn_member(cd_conn *c) { return &c->member; }
+cd_worker *cd_conn_worker(const cd_conn *c) { return c->w; }
+cd_proto_state *cd_conn_proto(cd_conn *c) { return &c->ps; }
+uint64_t cd_conn_now_ms(const cd_conn *c) { return now_ms(c); }
+size_t cd_conn_queued_bytes(const cd_conn *c) { return c->sq.bytes; }
+
+/* A queue over its cap belongs to a slow consumer: with the close policy
+ * it gets an error and 4008 (it resumes from its last offset). */
+static bool over_queue_limits(const cd_conn *c)
+{
+    const conduit_options *o = &srv_of(c)->opt;
+    return c->sq.bytes > o->ws_max_queue_bytes ||
+           c->sq.data.count + c->sq.ctl.count > o->ws_max_queue_messages;
+}
+
+static void slow_consumer(cd_conn *c)
+{
+    cd_log(log_of(c), CD_LOG_WARN, "slow_consumer", "conn=%llu user=%s queued=%zu",
+           (unsigned long long)c->id, c->user, c->sq.bytes);
+    /* The error and the close jump the backlog so the client learns why. */
+    cd_frame *f = cd_proto_json_error_frame(NULL, 0, "SlowConsumer",
+                                            "send queue overflowed; resume from your last offset");
+    cd_sendq_drop_unsent(&c->sq);
+    if (f)
+        queue_frame(c, f, true);
+    if (c->state != ST_DEAD)
+        send_close(c, CD_WS_CLOSE_SLOW_CONSUMER, "slow consumer", true);
+}
+
+int cd_conn_send_frame(cd_conn *c, cd_frame *f)
+{
+    if (c->state != ST_WS) {
+        cd_frame_unref(f);
+        return CONDUIT_ECLOSED;
+    }
+    int rc = queue_frame(c, f, false);
+    if (rc != 0)
+        return rc;
+    if (over_queue_limits(c)) {
+        slow_consumer(c);
+        return CONDUIT_ELIMIT;
+    }
+    return 0;
+}
+
+void cd_conn_close(cd_conn *c, uint16_t code, const char *reason)
+{
+    if (c->state == ST_WS)
+        send_close(c, code, reason, false);
+    else if (c->state == ST_HTTP)
+        conn_destroy(c);
+}
+
+void cd_conn_deliver(void *ctx, cd_member *m, cd_frame *f)
+{
+    CD_UNUSED(ctx);
+    cd_conn *c = CD_CONTAINER_OF(m, cd_conn, member);
+    cd_conn_send_frame(c, cd_frame_ref(f));
+}
+
+void cd_conn_deliver_all(void *ctx, unsigned worker, cd_frame *f, uint64_t exclude_conn)
+{
+    conduit_server *srv = ctx;
+    cd_worker *w = &srv->workers[worker];
+    cd_conn *next;
+    for (cd_conn *c = w->conns; c; c = next) {
+        next = c->next;
+        if (c->kind == KIND_NATIVE && c->state == ST_WS && c->id != exclude_conn)
+            cd_conn_send_frame(c, cd_frame_ref(f));
+    }
+}
+
+/* A text message posted by conduit_send from another thread. */
+typedef struct send_post {
+    cd_post post;
+    uint64_t conn_id;
+    cd_frame *frame;
+} send_post;
+
+static void on_send_post(cd_post *p, cd_loop *loop)
+{
+    send_post *sp = CD_CONTAINER_OF(p, send_post, post);
+    cd_worker *w = cd_loop_user(loop);
+    cd_conn *c = cd_idmap_get(&w->conns_by_id, sp->conn_id);
+    if (c != NULL)
+        cd_conn_send_frame(c, sp->frame);
+    else
+        cd_frame_unref(sp->frame);
+    free(sp);
+}
+
+CONDUIT_API int conduit_send(conduit_server *srv, uint64_t conn_id,
+                             const char *text, size_t len)
+{
+    size_t worker = (size_t)(conn_id >> 48);
+    if (!srv->is_started || srv->is_stopped || worker >= srv->n_workers)
+        return CONDUIT_ENOTFOUND;
+    send_post *sp = malloc(sizeof(*sp));
+    cd_frame *f = cd_proto_text_frame(text, len);
+    if (sp == NULL || f == NULL) {
+        free(sp);
+        cd_frame_unref(f);
+        return CONDUIT_ENOMEM;
+    }
+    sp->conn_id = conn_id;
+    sp->frame = f;
+    sp->post.fn = on_send_post;
+    cd_loop_post(srv->workers[worker].loop, &sp->post);
+    return 0;
+}
+
+CONDUIT_API int conduit_conn_send_text(conduit_conn *c, const char *text, size_t len)
+{
+    cd_frame *f = cd_proto_text_frame(text, len);
+    if (f == NULL)
+        return CONDUIT_ENOMEM;
+    return cd_conn_send_frame(c, f);
+}
+
+CONDUIT_API void conduit_conn_close(conduit_conn *c, int code, const char *reason)
+{
+    cd_conn_close(c, (uint16_t)code, reason);
+}
+
+CONDUIT_API uint64_t conduit_conn_id(const conduit_conn *c) { return c->id; }
+CONDUIT_API const char *conduit_conn_user_id(const conduit_conn *c) { return cd_conn_user(c); }
+CONDUIT_API void conduit_conn_set_user(conduit_conn *c, void *user) { c->app_user = user; }
+CONDUIT_API void *conduit_conn_user(const conduit_conn *c) { return c->app_user; }

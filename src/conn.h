@@ -12,7 +12,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "buf.h"
+#include "hub.h"
 #include "net.h"
+#include "proto.h"
 #include "server.h"
 
 /* Take over an accepted socket.  Returns 0, or an error after closing it. */
@@ -25,5 +28,24 @@ void cd_conn_flush_all(cd_worker *w);
 void cd_conn_close_all(cd_worker *w, uint16_t code, const char *reason);
 /* Drop every connection now (the worker is about to exit). */
 void cd_conn_destroy_all(cd_worker *w);
+
+/* For the protocol layer (the connection's worker thread only). */
+uint64_t cd_conn_id(const cd_conn *c);
+const char *cd_conn_user(const cd_conn *c);
+cd_member *cd_conn_member(cd_conn *c);
+cd_worker *cd_conn_worker(const cd_conn *c);
+cd_proto_state *cd_conn_proto(cd_conn *c);
+uint64_t cd_conn_now_ms(const cd_conn *c);
+size_t cd_conn_queued_bytes(const cd_conn *c);
+/* Queue a data frame, taking over the reference.  Returns 0,
+ * CONDUIT_ECLOSED (not open: the frame is dropped) or CONDUIT_ELIMIT (the
+ * queue overflowed: the connection is closed with 4008). */
+int cd_conn_send_frame(cd_conn *c, cd_frame *f);
+/* Start a close handshake with `code`. */
+void cd_conn_close(cd_conn *c, uint16_t code, const char *reason);
+
+/* Hub callbacks (ctx is the server). */
+void cd_conn_deliver(void *ctx, cd_member *m, cd_frame *f);
+void cd_conn_deliver_all(void *ctx, unsigned worker, cd_frame *f, uint64_t exclude_conn);
 
 #endif

@@ -346,6 +346,18 @@ static void run_posts(cd_loop *l)
     l->has_more_posts = true;
 }
 
+void cd_loop_drain_posts(cd_loop *l)
+{
+    /* Called once no thread can post any more: a push in progress has
+     * completed, so an empty pop really means empty. */
+    cd_mpsc_node *n;
+    while ((n = cd_mpsc_pop(&l->posts)) != NULL) {
+        cd_post *p = CD_CONTAINER_OF(n, cd_post, node);
+        p->fn(p, l);
+    }
+    run_deferred(l);
+}
+
 /* ---- the loop ------------------------------------------------------- */
 
 /* Do not sleep while work is already queued; otherwise sleep until the next

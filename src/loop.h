@@ -69,6 +69,11 @@ typedef struct cd_post {
 /* Create a loop (epoll fd, eventfd, wheel at tick_ms).  Returns NULL on
  * failure.  `user` is the owner (the worker), see cd_loop_user. */
 cd_loop *cd_loop_create(uint32_t tick_ms, void *user);
+/* Run every post still queued (and the deferred work they cause), on the
+ * calling thread.  Only after the loop has stopped and no thread posts to
+ * it any more: the server uses it at shutdown so that messages still in
+ * flight release what they hold. */
+void cd_loop_drain_posts(cd_loop *l);
 /* Destroy; the loop must not be running.  Deferred work still queued runs
  * first (it is where owners free what they closed); pending posts are not
  * run, and their memory stays the posters'.  ios and timers still started

@@ -142,3 +142,27 @@ void cd_sendq_clear(cd_sendq *q)
         ring_pop(&q->data);
     q->bytes = 0;
 }
+
+/* Drop whole frames that have not started; a partly written head (in
+ * either lane) stays, since cutting it would corrupt the stream. */
+static void ring_drop_unsent(cd_fring *r, size_t *bytes)
+{
+    uint32_t keep = r->count > 0 && r->head_off > 0 ? 1 : 0;
+    while (r->count > keep) {
+        uint32_t last = (r->head + r->count - 1) % r->cap;
+        *bytes -= r->items[last]->len;
+        cd_frame_unref(r->items[last]);
+        r->count--;
+    }
+    if (r->count == 0) {
+        free(r->items);
+        r->items = NULL;
+        r->head = r->cap = r->head_off = 0;
+    }
+}
+
+void cd_sendq_drop_unsent(cd_sendq *q)
+{
+    ring_drop_unsent(&q->ctl, &q->bytes);
+    ring_drop_unsent(&q->data, &q->bytes);
+}

@@ -41,6 +41,8 @@ cd_frame **cd_sendq_unsent_ctl_tail(cd_sendq *q);
 int cd_sendq_iov(const cd_sendq *q, struct iovec *iov, int max);
 /* Mark n bytes written (in the order cd_sendq_iov gave them). */
 void cd_sendq_consume(cd_sendq *q, size_t n);
+/* Drop every frame not yet started, keeping a partly written one. */
+void cd_sendq_drop_unsent(cd_sendq *q);
 /* Drop everything and free the rings. */
 void cd_sendq_clear(cd_sendq *q);
 

@@ -15,6 +15,8 @@
 
 #include "common.h"
 #include "conn.h"
+#include "json.h"
+#include "proto.h"
 
 #define READ_BUF_BYTES (256u << 10)
 #define LISTEN_BACKLOG 4096
@@ -22,6 +24,7 @@
 #define TICK_MS 100
 
 static const char *const echo_protocols[] = {NULL};
+static const char *const native_protocols[] = {CD_PROTO_JSON};
 
 static int dup_options(conduit_options *dst, const conduit_options *src)
 {
@@ -31,6 +34,8 @@ static int dup_options(conduit_options *dst, const conduit_options *src)
     dst->n_listen = 0;
     dst->config_file = NULL;
     dst->echo_path = NULL;
+    dst->ws_path = NULL;
+    dst->auth_mode = NULL;
     for (size_t i = 0; i < src->n_listen; i++) {
         if ((dst->listen[i] = strdup(src->listen[i])) == NULL)
             goto fail;
@@ -38,7 +43,9 @@ static int dup_options(conduit_options *dst, const conduit_options *src)
     }
     if (src->config_file && (dst->config_file = strdup(src->config_file)) == NULL)
         goto fail;
-    if ((dst->echo_path = strdup(src->echo_path ? src->echo_path : "/echo")) == NULL)
+    if ((dst->echo_path = strdup(src->echo_path ? src->echo_path : "/echo")) == NULL ||
+        (dst->ws_path = strdup(src->ws_path ? src->ws_path : "/ws")) == NULL ||
+        (dst->auth_mode = strdup(src->auth_mode ? src->auth_mode : "optional")) == NULL)
         goto fail;
     return 0;
 fail:
@@ -72,6 +79,11 @@ CONDUIT_API int conduit_server_create(conduit_server **out,
     srv->echo.upgrade.subprotocols = echo_protocols;
     srv->echo.upgrade.n_subprotocols = 0;
     srv->echo.upgrade.pmd = &srv->pmd;
+    srv->native.limits.max_message_bytes = o->ws_max_message_size;
+    srv->native.limits.max_fragments = o->ws_max_fragments;
+    srv->native.upgrade.subprotocols = native_protocols;
+    srv->native.upgrade.n_subprotocols = CD_ARRAY_LEN(native_protocols);
+    srv->native.upgrade.pmd = &srv->pmd;
 
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     srv->n_workers = o->workers ? o->workers : (size_t)(cores > 0 ? cores : 1);
@@ -231,8 +243,81 @@ static void worker_fini(cd_worker *w)
         w->loop = NULL;
     }
     cd_bytes_free(&w->scratch);
+    cd_idmap_free(&w->conns_by_id);
     free(w->rbuf);
     w->rbuf = NULL;
+}
+
+/* Namespace settings: each unset field follows the global option. */
+static cd_ns_options ns_resolve(const conduit_options *o, const conduit_namespace *ns)
+{
+    cd_ns_options r = {
+        .presence = o->ws_presence,
+        .join_leave = o->ws_join_leave_events,
+        .client_publish = o->ws_client_publish,
+        .typing = o->ws_typing,
+        .max_subscribers = 0,
+    };
+    if (ns == NULL)
+        return r;
+    if (ns->presence >= 0)
+        r.presence = ns->presence;
+    if (ns->join_leave >= 0)
+        r.join_leave = ns->join_leave;
+    if (ns->client_publish >= 0)
+        r.client_publish = ns->client_publish;
+    if (ns->typing >= 0)
+        r.typing = ns->typing;
+    if (ns->max_subscribers >= 0)
+        r.max_subscribers = ns->max_subscribers ? (uint32_t)ns->max_subscribers : UINT32_MAX;
+    return r;
+}
+
+static int hub_init(conduit_server *srv)
+{
+    const conduit_options *o = &srv->opt;
+    cd_loop **loops = calloc(srv->n_workers, sizeof(*loops));
+    const char **names = calloc(o->n_ns + 1, sizeof(*names));
+    cd_ns_options *nso = calloc(o->n_ns + 1, sizeof(*nso));
+    int rc = CONDUIT_ENOMEM;
+    if (loops && names && nso) {
+        for (size_t i = 0; i < srv->n_workers; i++)
+            loops[i] = srv->workers[i].loop;
+        for (size_t i = 0; i < o->n_ns; i++) {
+            names[i] = o->ns[i].name;
+            nso[i] = ns_resolve(o, &o->ns[i]);
+        }
+        cd_hub_config cfg = {
+            .n_workers = srv->n_workers,
+            .loops = loops,
+            .max_subscriptions_per_conn = o->ws_max_subscriptions_per_connection,
+            .max_subscribers_per_channel = o->ws_max_subscribers_per_channel,
+            .defaults = ns_resolve(o, NULL),
+            .ns_names = names,
+            .ns_options = nso,
+            .n_ns = o->n_ns,
+            .cb = {
+                .ctx = srv,
+                .presence_frame = cd_proto_json_presence_frame,
+                .deliver = cd_conn_deliver,
+                .deliver_all = cd_conn_deliver_all,
+            },
+        };
+        rc = cd_hub_create(&srv->hub, &cfg);
+    }
+    free(loops);
+    free(names);
+    free(nso);
+    return rc;
+}
+
+CONDUIT_API int conduit_server_set_callbacks(conduit_server *srv,
+                                             const conduit_callbacks *cb)
+{
+    if (srv->is_started)
+        return CONDUIT_ESTATE;
+    srv->cb = *cb;
+    return 0;
 }
 
 CONDUIT_API int conduit_server_start(conduit_server *srv)
@@ -245,6 +330,8 @@ CONDUIT_API int conduit_server_start(conduit_server *srv)
     int rc = 0;
     for (size_t i = 0; i < srv->n_workers && rc == 0; i++)
         rc = worker_init(&srv->workers[i], srv, (unsigned)i);
+    if (rc == 0)
+        rc = hub_init(srv);
     char err[256] = "";
     if (rc == 0)
         rc = bind_all(srv, err, sizeof(err));
@@ -255,9 +342,15 @@ CONDUIT_API int conduit_server_start(conduit_server *srv)
             worker_fini(&srv->workers[i]);
         free(srv->workers);
         srv->workers = NULL;
+        cd_hub_destroy(srv->hub);
+        srv->hub = NULL;
         return rc;
     }
+    srv->start_ms = cd_loop_now_ms(srv->workers[0].loop);
     srv->is_started = true;
+    if (strcmp(srv->opt.auth_mode, "insecure") == 0)
+        cd_log(&srv->log, CD_LOG_WARN, "insecure_auth_mode", "detail=%s",
+               "?user_id= is trusted without a token; never use this in production");
     for (size_t i = 0; i < srv->n_workers; i++) {
         cd_worker *w = &srv->workers[i];
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
@@ -289,6 +382,10 @@ CONDUIT_API int conduit_server_stop(conduit_server *srv)
             pthread_join(w->thread, NULL);
         w->is_running = false;
     }
+    /* Deliveries posted by one worker's last closes to a worker that had
+     * already stopped still hold frames and channels: release them. */
+    for (size_t i = 0; i < srv->n_workers; i++)
+        cd_loop_drain_posts(srv->workers[i].loop);
     cd_log(&srv->log, CD_LOG_INFO, "stopped", "workers=%zu", srv->n_workers);
     return 0;
 }
@@ -303,6 +400,7 @@ CONDUIT_API void conduit_server_destroy(conduit_server *srv)
             worker_fini(&srv->workers[i]);
         free(srv->workers);
     }
+    cd_hub_destroy(srv->hub);
     conduit_options_fini(&srv->opt);
     free(srv);
 }
@@ -313,4 +411,25 @@ CONDUIT_API int conduit_server_listen_address(const conduit_server *srv,
     if (i >= srv->n_addrs)
         return CONDUIT_ENOTFOUND;
     return cd_addr_format((const struct sockaddr *)&srv->addrs[i].ss, buf, len);
+}
+
+CONDUIT_API int conduit_publish(conduit_server *srv, const char *channel,
+                                const char *data, size_t len, uint64_t *offset_out)
+{
+    if (offset_out)
+        *offset_out = 0;
+    if (!srv->is_started || srv->is_stopped)
+        return CONDUIT_ESTATE;
+    size_t clen = strlen(channel);
+    cd_json_value v;
+    if (!cd_hub_channel_name_valid(channel, clen) ||
+        cd_json_validate(data, len, 64, &v, NULL) != CD_JSON_OK)
+        return CONDUIT_EINVAL;
+    cd_proto_publish p = {.channel = channel, .channel_len = clen, .data = v.raw,
+                          .data_len = v.len, .from = NULL};
+    cd_publish_result res;
+    int rc = cd_hub_publish(srv->hub, channel, clen, 0, cd_proto_json_message_frame, &p, &res);
+    if (rc == 0 && offset_out)
+        *offset_out = res.offset;
+    return rc;
 }

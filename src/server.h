@@ -8,19 +8,22 @@
 #define CD_SERVER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "buf.h"
 #include "conduit.h"
 #include "deflate.h"
+#include "hub.h"
+#include "idmap.h"
 #include "log.h"
 #include "loop.h"
 #include "net.h"
 #include "upgrade.h"
 #include "ws.h"
 
-typedef struct cd_conn cd_conn;
+typedef struct conduit_conn cd_conn;
 typedef struct cd_worker cd_worker;
 
 /* Per-endpoint WebSocket settings, derived once from the options. */
@@ -47,6 +50,7 @@ struct cd_worker {
     uint8_t *rbuf;               /* shared by every connection of the worker */
     size_t rbuf_cap;
     cd_bytes scratch;            /* compression output, reused */
+    cd_idmap conns_by_id;        /* for conduit_send from other threads */
     cd_conn *conns;              /* every live connection */
     cd_conn *flush_head;         /* connections with data to write */
     size_t n_conns;
@@ -56,15 +60,20 @@ struct cd_worker {
 
 struct conduit_server {
     conduit_options opt;
+    conduit_callbacks cb;
     cd_logger log;
     cd_pmd_config pmd;
     cd_endpoint echo;
+    cd_endpoint native;
+    cd_hub *hub;
+    atomic_size_t n_conns;               /* open connections, all workers */
+    uint64_t start_ms;                   /* monotonic, for uptime */
     size_t n_addrs;
     cd_addr addrs[CONDUIT_MAX_LISTEN];   /* bound addresses after start */
     size_t n_workers;
     cd_worker *workers;
     bool is_started;
-    bool is_stopped;
+    atomic_bool is_stopped;              /* read by conduit_publish on any thread */
 };
 
 #endif

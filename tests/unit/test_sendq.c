@@ -102,6 +102,30 @@ TEST(shared_frame_refcount)
     cd_sendq_clear(&b);
 }
 
+TEST(drop_unsent_keeps_partial_head)
+{
+    cd_sendq q = {0};
+    cd_sendq_push(&q, frame('a', 4), false);
+    cd_sendq_push(&q, frame('b', 4), false);
+    cd_sendq_push(&q, frame('P', 2), true);
+    struct iovec iov[4];
+    cd_sendq_iov(&q, iov, 4);
+    cd_sendq_consume(&q, 1); /* 1 byte of the pong 'P' */
+    cd_sendq_drop_unsent(&q);
+    char out[16];
+    size_t n = drain(&q, 3, out, sizeof(out));
+    CHECK_EQ(n, 1);
+    CHECK_MEM(out, "P", 1);
+    cd_sendq_push(&q, frame('a', 4), false);
+    cd_sendq_iov(&q, iov, 4);
+    cd_sendq_consume(&q, 2);
+    cd_sendq_push(&q, frame('b', 4), false);
+    cd_sendq_drop_unsent(&q);
+    n = drain(&q, 1, out, sizeof(out));
+    CHECK_EQ(n, 2);
+    CHECK_EQ(q.bytes, 0);
+}
+
 int main(void)
 {
     RUN(control_before_data);
@@ -109,5 +133,6 @@ int main(void)
     RUN(replace_unsent_pong);
     RUN(iov_limit);
     RUN(shared_frame_refcount);
+    RUN(drop_unsent_keeps_partial_head);
     return test_main_end();
 }
