@@ -46,7 +46,7 @@ FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
 
 .PHONY: all run test check unit integration sanitize fuzz deps deps-test clean bench examples
 
-all: $(BUILD)/libconduit.a $(BUILD)/libconduit.so $(BUILD)/conduit
+all: $(BUILD)/libconduit.a $(BUILD)/libconduit.so $(BUILD)/conduit $(BUILD)/conduit-bench
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h include/*.h) | $(BUILD)/obj
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
@@ -118,3 +118,14 @@ fuzz: $(FUZZ_BINS)
 clean:
 	rm -rf build
 
+# ---------------------------------------------------------------------------
+# conduit-bench: the load generator.  tools/conduit-bench.c is the entry
+# point; tools/bench_*.c are its modules (worker loop, client framing,
+# histogram).  Links the library for the codec helpers (ws.h, upgrade.h).
+# ---------------------------------------------------------------------------
+BENCH_SRCS := tools/conduit-bench.c $(wildcard tools/bench_*.c)
+
+$(BUILD)/conduit-bench: tools/conduit-bench.c $(BUILD)/libconduit.a \
+                        $(wildcard tools/bench_*.c tools/bench_*.h)
+	$(CC) $(CFLAGS_ALL) -Itools $(LDFLAGS_ALL) -o $@ $(BENCH_SRCS) \
+	  $(BUILD)/libconduit.a $(LIBS)
