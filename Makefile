@@ -44,7 +44,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
 
-.PHONY: all run test check unit integration sanitize fuzz deps deps-test clean bench examples
+.PHONY: all run test check unit integration sanitize tsan fuzz deps deps-test clean bench examples
 
 all: $(BUILD)/libconduit.a $(BUILD)/libconduit.so $(BUILD)/conduit $(BUILD)/conduit-bench
 
@@ -100,6 +100,15 @@ test: deps-test
 	@$(MAKE) --no-print-directory integration
 
 check: test
+
+# The cross-thread pieces (MPSC queue, loop posts, the hub) under TSan.
+TSAN_TESTS := test_mpsc test_loop test_hub
+tsan:
+	@$(MAKE) --no-print-directory SANITIZE=thread OPT="-O1 -g" \
+	  $(TSAN_TESTS:%=build/sanitize-thread/tests/%) build/sanitize-thread/conduit
+	@scripts/run-unit.sh $(TSAN_TESTS:%=build/sanitize-thread/tests/%)
+	@CONDUIT_BIN=$(abspath build/sanitize-thread/conduit) CONDUIT_SANITIZE=thread \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration/test_hub.py
 
 sanitize:
 	@$(MAKE) --no-print-directory test SANITIZE=address,undefined OPT="-O1 -g"
