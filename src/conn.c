@@ -57,27 +57,36 @@ enum {
 #define WRITE_BUDGET (1u << 20)
 #define MAX_IOV 64
 
+/* What only a native-protocol connection has, allocated at its upgrade
+ * so that echo connections do not carry it. */
+typedef struct cd_native {
+    cd_member member;                  /* member.user is the user id (owned) */
+    cd_conn *conn;                     /* back from a hub member */
+    cd_proto_state ps;
+    void *app_user;                    /* conduit_conn_set_user */
+} cd_native;
+
+/* Every idle connection costs this struct and nothing more, so its size is
+ * watched (docs/performance.md): fields never live at the same time share
+ * storage, and times are 32-bit milliseconds compared modulo 2^32 (every
+ * interval we measure is far below the 49 days that wraps). */
 struct conduit_conn {
     cd_io io;
-    cd_timer timer;
-    cd_defer defer;
+    union {
+        cd_timer timer;                /* every deadline, while alive */
+        cd_defer defer;                /* the deferred free, once destroyed */
+    };
     cd_worker *w;
     cd_conn *next, *prev;              /* worker's connection list */
-    cd_conn *flush_next, *flush_prev;  /* worker's flush list */
-    cd_http_parser *http;              /* only in ST_HTTP */
-    const cd_endpoint *ep;             /* endpoint limits once upgraded */
-    cd_pmd *pmd;
-    cd_ws_parser ws;
+    cd_http_parser *http;              /* only while a request head is partial */
+    cd_native *nat;                    /* native protocol only */
     cd_sendq sq;
+    cd_ws_parser ws;                   /* ws.pmd: compression state, owned here */
     uint64_t id;
-    uint64_t last_rx_ms;               /* any bytes from the peer */
-    uint64_t last_data_ms;             /* last data message from the peer */
-    uint64_t last_ping_ms;             /* last heartbeat ping we sent */
-    uint64_t deadline_ms;              /* HTTP, CLOSING, LINGER deadline */
-    char *user;                        /* native: the user id (owned) */
-    void *app_user;                    /* conduit_conn_set_user */
-    cd_member member;                  /* native: hub membership */
-    cd_proto_state ps;
+    uint32_t last_rx;                  /* any bytes from the peer */
+    uint32_t last_data;                /* last data message from the peer */
+    uint32_t last_ping;                /* last heartbeat ping we sent */
+    uint32_t deadline;                 /* HTTP, CLOSING, LINGER deadline */
     uint16_t flags;
     uint16_t close_code;               /* sent or received; 1006 if none */
     uint8_t state;
@@ -91,35 +100,42 @@ static void conn_free(cd_defer *d);
 static conduit_server *srv_of(const cd_conn *c) { return c->w->srv; }
 static cd_logger *log_of(const cd_conn *c) { return &c->w->srv->log; }
 static uint64_t now_ms(const cd_conn *c) { return cd_loop_now_ms(c->w->loop); }
+static uint32_t now32(const cd_conn *c) { return (uint32_t)now_ms(c); }
+/* Milliseconds since a 32-bit stamp (correct across the wrap). */
+static uint32_t since(const cd_conn *c, uint32_t stamp) { return now32(c) - stamp; }
+/* A 32-bit deadline back on the loop's 64-bit clock. */
+static uint64_t abs_ms(const cd_conn *c, uint32_t stamp)
+{
+    return now_ms(c) + (uint64_t)(int64_t)(int32_t)(stamp - now32(c));
+}
+static bool is_past(const cd_conn *c, uint32_t stamp) { return (int32_t)(now32(c) - stamp) >= 0; }
 
 /* ------------------------------------------------------------------ */
 /* Lists and lifetime. */
 
+static void conn_flush(cd_conn *c);
+
+/* The worker's flush list is a vector of connections that queued bytes
+ * this iteration.  A connection destroyed while on it is freed by the
+ * flush pass (not by the deferred-free phase, which runs earlier), so the
+ * vector never holds a dangling pointer. */
 static void flush_list_add(cd_conn *c)
 {
     if (c->flags & F_FLUSH_QUEUED)
         return;
     cd_worker *w = c->w;
+    if (w->n_flush == w->cap_flush) {
+        size_t cap = w->cap_flush ? w->cap_flush * 2 : 64;
+        cd_conn **v = realloc(w->flushq, cap * sizeof(*v));
+        if (v == NULL) {
+            conn_flush(c); /* no room to wait: write now */
+            return;
+        }
+        w->flushq = v;
+        w->cap_flush = cap;
+    }
     c->flags |= F_FLUSH_QUEUED;
-    c->flush_prev = NULL;
-    c->flush_next = w->flush_head;
-    if (w->flush_head)
-        w->flush_head->flush_prev = c;
-    w->flush_head = c;
-}
-
-static void flush_list_remove(cd_conn *c)
-{
-    if (!(c->flags & F_FLUSH_QUEUED))
-        return;
-    if (c->flush_prev)
-        c->flush_prev->flush_next = c->flush_next;
-    else
-        c->w->flush_head = c->flush_next;
-    if (c->flush_next)
-        c->flush_next->flush_prev = c->flush_prev;
-    c->flush_next = c->flush_prev = NULL;
-    c->flags &= (uint16_t)~F_FLUSH_QUEUED;
+    w->flushq[w->n_flush++] = c;
 }
 
 /* The native side of a close: leave the hub (offline, leave events) and
@@ -130,7 +146,7 @@ static void native_gone(cd_conn *c)
         return;
     c->flags &= (uint16_t)~F_OPENED;
     conduit_server *srv = c->w->srv;
-    cd_hub_member_gone(srv->hub, &c->member);
+    cd_hub_member_gone(srv->hub, &c->nat->member);
     if (srv->cb.on_close)
         srv->cb.on_close(c, c->close_code ? c->close_code : CD_WS_CLOSE_ABNORMAL,
                          srv->cb.user);
@@ -149,7 +165,6 @@ static void conn_destroy(cd_conn *c)
     if (fd >= 0)
         close(fd);
     cd_loop_timer_stop(c->w->loop, &c->timer);
-    flush_list_remove(c);
     cd_worker *w = c->w;
     if (c->prev)
         c->prev->next = c->next;
@@ -159,22 +174,30 @@ static void conn_destroy(cd_conn *c)
         c->next->prev = c->prev;
     w->n_conns--;
     cd_log(log_of(c), CD_LOG_DEBUG, "conn_close", "conn=%llu", (unsigned long long)c->id);
-    cd_loop_defer(w->loop, &c->defer, conn_free);
+    /* The timer is stopped: its storage becomes the deferred free. */
+    memset(&c->defer, 0, sizeof(c->defer));
+    if (!(c->flags & F_FLUSH_QUEUED))
+        cd_loop_defer(w->loop, &c->defer, conn_free);
 }
 
 static void conn_free(cd_defer *d)
 {
     cd_conn *c = CD_CONTAINER_OF(d, cd_conn, defer);
     cd_sendq_clear(&c->sq);
+    cd_pmd_destroy(c->ws.pmd);
     cd_ws_parser_fini(&c->ws);
-    cd_pmd_destroy(c->pmd);
     free(c->http);
-    free(c->user);
+    if (c->nat) {
+        free((char *)c->nat->member.user);
+        free(c->nat);
+    }
     free(c);
 }
 
 static void arm_timer(cd_conn *c, uint64_t deadline)
 {
+    if (c->state == ST_DEAD)
+        return; /* the timer's storage is now the deferred free */
     cd_loop_timer_start(c->w->loop, &c->timer, deadline);
 }
 
@@ -246,7 +269,7 @@ static int send_pong(cd_conn *c, const uint8_t *payload, size_t len)
                 conn_destroy(c);
                 return CONDUIT_ENOMEM;
             }
-            c->sq.bytes = c->sq.bytes - (*tail)->len + f->len;
+            cd_sendq_adjust(&c->sq, (*tail)->len, f->len);
             cd_frame_unref(*tail);
             *tail = f;
             return 0;
@@ -268,8 +291,8 @@ static void send_close(cd_conn *c, uint16_t code, const char *reason, bool fin)
         c->close_code = code;
     if (send_control(c, CD_WS_OP_CLOSE, payload, len) != 0)
         return;
-    c->deadline_ms = now_ms(c) + srv_of(c)->opt.close_timeout_s * 1000ull;
-    arm_timer(c, c->deadline_ms);
+    c->deadline = now32(c) + srv_of(c)->opt.close_timeout_s * 1000u;
+    arm_timer(c, abs_ms(c, c->deadline));
     if (fin) {
         c->flags |= F_FIN_AFTER_FLUSH;
         c->state = ST_LINGER;
@@ -301,7 +324,7 @@ static void on_drained(cd_conn *c)
         }
         return;
     }
-    if ((c->flags & F_READ_PAUSED) && c->state == ST_WS && c->sq.bytes <= QUEUE_LOW_BYTES) {
+    if ((c->flags & F_READ_PAUSED) && c->state == ST_WS && cd_sendq_bytes(&c->sq) <= QUEUE_LOW_BYTES) {
         c->flags &= (uint16_t)~F_READ_PAUSED;
         set_io_mask(c);
     }
@@ -349,12 +372,17 @@ static void conn_flush(cd_conn *c)
 
 void cd_conn_flush_all(cd_worker *w)
 {
-    while (w->flush_head) {
-        cd_conn *c = w->flush_head;
-        flush_list_remove(c);
+    /* Flushing may queue more (a close after the last bytes): loop on the
+     * growing vector by index. */
+    for (size_t i = 0; i < w->n_flush; i++) {
+        cd_conn *c = w->flushq[i];
+        c->flags &= (uint16_t)~F_FLUSH_QUEUED;
         if (c->state != ST_DEAD)
             conn_flush(c);
+        if (c->state == ST_DEAD && !(c->flags & F_FLUSH_QUEUED))
+            cd_loop_defer(w->loop, &c->defer, conn_free);
     }
+    w->n_flush = 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -382,8 +410,8 @@ static void http_reply(cd_conn *c, int status, const char *content_type,
     c->http = NULL;
     c->flags |= F_FIN_AFTER_FLUSH;
     c->state = ST_LINGER;
-    c->deadline_ms = now_ms(c) + srv_of(c)->opt.close_timeout_s * 1000ull;
-    arm_timer(c, c->deadline_ms);
+    c->deadline = now32(c) + srv_of(c)->opt.close_timeout_s * 1000u;
+    arm_timer(c, abs_ms(c, c->deadline));
     queue_frame(c, f, false);
 }
 
@@ -417,32 +445,28 @@ static void upgrade(cd_conn *c, const cd_endpoint *ep, cd_upgrade_result *r,
         conn_destroy(c);
         return;
     }
-    if (r->has_pmd) {
-        c->pmd = cd_pmd_create(&r->pmd, &srv_of(c)->pmd);
-        if (c->pmd == NULL) {
-            cd_frame_unref(f);
-            conn_destroy(c);
-            return;
-        }
+    cd_pmd *pmd = NULL;
+    if (r->has_pmd && (pmd = cd_pmd_create(&r->pmd, &srv_of(c)->pmd)) == NULL) {
+        cd_frame_unref(f);
+        conn_destroy(c);
+        return;
     }
     free(c->http);
     c->http = NULL;
-    c->ep = ep;
     c->kind = kind;
     c->state = ST_WS;
-    cd_ws_parser_init(&c->ws, &ep->limits, c->pmd);
-    c->last_data_ms = c->last_ping_ms = now_ms(c);
+    cd_ws_parser_init(&c->ws, &ep->limits, pmd);
+    c->last_data = c->last_ping = now32(c);
     cd_loop_timer_stop(c->w->loop, &c->timer);
     if (queue_frame(c, f, true) != 0)
         return;
     conn_on_timer(&c->timer, NULL); /* arms the heartbeat */
     cd_log(log_of(c), CD_LOG_DEBUG, "ws_open", "conn=%llu user=%s deflate=%d",
-           (unsigned long long)c->id, c->user, r->has_pmd ? 1 : 0);
+           (unsigned long long)c->id, cd_conn_user(c), r->has_pmd ? 1 : 0);
     if (kind == KIND_NATIVE) {
         c->flags |= F_OPENED;
-        c->member.conn_id = c->id;
-        c->member.user = c->user;
-        c->member.worker = c->w->id;
+        c->nat->member.conn_id = c->id;
+        c->nat->member.worker = c->w->id;
         cd_proto_json_open(c, room, room_len);
         if (c->state == ST_DEAD)
             return;
@@ -475,8 +499,11 @@ static int identify(cd_conn *c, const cd_http_parser *req)
     } else {
         snprintf(user, sizeof(user), "anon-%llx", (unsigned long long)c->id);
     }
-    c->user = strdup(user);
-    return c->user ? 0 : 500;
+    c->nat = calloc(1, sizeof(*c->nat));
+    if (c->nat == NULL || (c->nat->member.user = strdup(user)) == NULL)
+        return 500;
+    c->nat->conn = c;
+    return 0;
 }
 
 static bool path_is(const char *path, size_t len, const char *lit)
@@ -484,10 +511,10 @@ static bool path_is(const char *path, size_t len, const char *lit)
     return lit && len == strlen(lit) && memcmp(path, lit, len) == 0;
 }
 
-static void http_dispatch(cd_conn *c, uint8_t *rest, size_t rest_len)
+static void http_dispatch(cd_conn *c, const cd_http_parser *req, uint8_t *rest,
+                          size_t rest_len)
 {
     conduit_server *srv = srv_of(c);
-    cd_http_parser *req = c->http;
 
     /* RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request
      * with several, is answered 400 (the upgrade check says the same). */
@@ -563,26 +590,35 @@ static void http_dispatch(cd_conn *c, uint8_t *rest, size_t rest_len)
     upgrade(c, ep, &r, kind, room, (size_t)room_len, rest, rest_len);
 }
 
+/* Most request heads arrive in one read: they are parsed with the
+ * worker's parser and never cost the connection an allocation.  Only a
+ * head split over reads gets a parser of its own (about 13 KiB, bounded by
+ * the header limits) until it is complete. */
 static void http_feed(cd_conn *c, uint8_t *data, size_t len)
 {
-    if (c->http == NULL) {
-        c->http = malloc(sizeof(*c->http));
-        if (c->http == NULL) {
-            conn_destroy(c);
-            return;
-        }
-        cd_http_parser_init(c->http);
+    cd_http_parser *p = c->http;
+    if (p == NULL) {
+        p = c->w->http_scratch;
+        cd_http_parser_init(p);
     }
     c->flags |= F_GOT_BYTES;
     size_t used = 0;
-    int rc = cd_http_parse(c->http, data, len, &used);
-    if (rc == CD_HTTP_NEED_MORE)
-        return;
-    if (rc == CD_HTTP_ERROR) {
-        http_error(c, c->http->error_status, NULL, c->http->error_reason);
+    int rc = cd_http_parse(p, data, len, &used);
+    if (rc == CD_HTTP_NEED_MORE) {
+        if (c->http == NULL) {
+            if ((c->http = malloc(sizeof(*c->http))) == NULL) {
+                conn_destroy(c);
+                return;
+            }
+            memcpy(c->http, p, sizeof(*p));
+        }
         return;
     }
-    http_dispatch(c, data + used, len - used);
+    if (rc == CD_HTTP_ERROR) {
+        http_error(c, p->error_status, NULL, p->error_reason);
+        return;
+    }
+    http_dispatch(c, p, data + used, len - used);
 }
 
 /* ------------------------------------------------------------------ */
@@ -595,9 +631,10 @@ static void echo_message(cd_conn *c, const cd_ws_event *ev)
     bool rsv1 = false;
     cd_bytes *scratch = &c->w->scratch;
 
-    if (c->pmd && cd_pmd_should_compress(c->pmd, len)) {
+    cd_pmd *pmd = c->ws.pmd;
+    if (pmd && cd_pmd_should_compress(pmd, len)) {
         scratch->len = 0;
-        if (cd_pmd_deflate(c->pmd, payload, len, scratch) != 0) {
+        if (cd_pmd_deflate(pmd, payload, len, scratch) != 0) {
             conn_destroy(c);
             return;
         }
@@ -614,7 +651,7 @@ static void echo_message(cd_conn *c, const cd_ws_event *ev)
     }
     if (queue_frame(c, f, false) != 0)
         return;
-    if (c->sq.bytes > QUEUE_HIGH_BYTES && !(c->flags & F_READ_PAUSED)) {
+    if (cd_sendq_bytes(&c->sq) > QUEUE_HIGH_BYTES && !(c->flags & F_READ_PAUSED)) {
         c->flags |= F_READ_PAUSED;
         set_io_mask(c);
     }
@@ -644,7 +681,7 @@ static void handle_event(cd_conn *c, const cd_ws_event *ev)
     case CD_WS_EV_MESSAGE:
         if (c->state != ST_WS)
             return; /* after our close, data is discarded (RFC 6455 §1.4) */
-        c->last_data_ms = now_ms(c);
+        c->last_data = now32(c);
         if (c->kind == KIND_ECHO) {
             echo_message(c, ev);
         } else if (ev->opcode == CD_WS_OP_BINARY) {
@@ -728,13 +765,13 @@ static void on_readable(cd_conn *c)
             return;
         }
         c->flags |= F_PEER_EOF | F_READ_PAUSED;
-        c->deadline_ms = now_ms(c) + srv_of(c)->opt.close_timeout_s * 1000ull;
+        c->deadline = now32(c) + srv_of(c)->opt.close_timeout_s * 1000u;
         c->state = ST_LINGER;
-        arm_timer(c, c->deadline_ms);
+        arm_timer(c, abs_ms(c, c->deadline));
         set_io_mask(c);
         return;
     }
-    c->last_rx_ms = now_ms(c);
+    c->last_rx = now32(c);
     switch (c->state) {
     case ST_HTTP:
         http_feed(c, w->rbuf, (size_t)n);
@@ -766,12 +803,11 @@ static void conn_on_timer(cd_timer *t, void *arg)
     CD_UNUSED(arg);
     cd_conn *c = CD_CONTAINER_OF(t, cd_conn, timer);
     const conduit_options *o = &srv_of(c)->opt;
-    uint64_t now = now_ms(c);
 
     switch (c->state) {
     case ST_HTTP:
-        if (now < c->deadline_ms) {
-            arm_timer(c, c->deadline_ms);
+        if (!is_past(c, c->deadline)) {
+            arm_timer(c, abs_ms(c, c->deadline));
         } else if (c->flags & F_GOT_BYTES) {
             http_error(c, 408, NULL, "request head not received in time");
         } else {
@@ -782,10 +818,10 @@ static void conn_on_timer(cd_timer *t, void *arg)
         return;
     case ST_CLOSING:
     case ST_LINGER:
-        if (now >= c->deadline_ms)
+        if (is_past(c, c->deadline))
             conn_destroy(c);
         else
-            arm_timer(c, c->deadline_ms);
+            arm_timer(c, abs_ms(c, c->deadline));
         return;
     case ST_DEAD:
         return;
@@ -793,41 +829,48 @@ static void conn_on_timer(cd_timer *t, void *arg)
         break;
     }
 
-    uint64_t hb_timeout = o->ws_heartbeat_timeout_s * 1000ull;
-    uint64_t hb_interval = o->ws_heartbeat_interval_s * 1000ull;
-    uint64_t idle = o->ws_idle_timeout_s * 1000ull;
-    if (hb_timeout && now - c->last_rx_ms >= hb_timeout) {
+    uint32_t hb_timeout = o->ws_heartbeat_timeout_s * 1000u;
+    uint32_t hb_interval = o->ws_heartbeat_interval_s * 1000u;
+    uint32_t idle = o->ws_idle_timeout_s * 1000u;
+    if (hb_timeout && since(c, c->last_rx) >= hb_timeout) {
         cd_log(log_of(c), CD_LOG_INFO, "heartbeat_timeout", "conn=%llu",
                (unsigned long long)c->id);
         send_close(c, CD_WS_CLOSE_GOING_AWAY, "heartbeat timeout", true);
         return;
     }
-    if (idle && now - c->last_data_ms >= idle) {
+    if (idle && since(c, c->last_data) >= idle) {
         cd_log(log_of(c), CD_LOG_INFO, "idle_timeout", "conn=%llu",
                (unsigned long long)c->id);
         send_close(c, CD_WS_CLOSE_GOING_AWAY, "idle timeout", false);
         return;
     }
-    uint64_t quiet_since = CD_MAX(c->last_rx_ms, c->last_ping_ms);
-    if (hb_interval && now - quiet_since >= hb_interval) {
-        c->last_ping_ms = now;
+    /* Ping only a connection that has been quiet, and not again until the
+     * interval has passed since the last ping. */
+    uint32_t quiet = CD_MIN(since(c, c->last_rx), since(c, c->last_ping));
+    if (hb_interval && quiet >= hb_interval) {
+        c->last_ping = now32(c);
         if (send_control(c, CD_WS_OP_PING, NULL, 0) != 0)
             return;
-        quiet_since = now;
+        quiet = 0;
     }
-    uint64_t next = UINT64_MAX;
+    uint32_t wait = UINT32_MAX;
     if (hb_timeout)
-        next = CD_MIN(next, c->last_rx_ms + hb_timeout);
+        wait = CD_MIN(wait, hb_timeout - since(c, c->last_rx));
     if (idle)
-        next = CD_MIN(next, c->last_data_ms + idle);
+        wait = CD_MIN(wait, idle - since(c, c->last_data));
     if (hb_interval)
-        next = CD_MIN(next, quiet_since + hb_interval);
-    if (next != UINT64_MAX)
-        arm_timer(c, next);
+        wait = CD_MIN(wait, hb_interval - quiet);
+    if (wait != UINT32_MAX)
+        arm_timer(c, now_ms(c) + wait);
 }
 
 /* ------------------------------------------------------------------ */
 /* Worker-facing. */
+
+uint64_t cd_conn_key(const void *conn)
+{
+    return ((const cd_conn *)conn)->id;
+}
 
 int cd_conn_accept(cd_worker *w, int fd, const cd_addr *peer)
 {
@@ -849,7 +892,7 @@ int cd_conn_accept(cd_worker *w, int fd, const cd_addr *peer)
         free(c);
         return CONDUIT_EIO;
     }
-    if (cd_idmap_put(&w->conns_by_id, c->id, c) != 0) {
+    if (cd_idmap_put(&w->conns_by_id, c) != 0) {
         cd_loop_io_stop(w->loop, &c->io);
         close(fd);
         free(c);
@@ -861,9 +904,9 @@ int cd_conn_accept(cd_worker *w, int fd, const cd_addr *peer)
     w->conns = c;
     w->n_conns++;
     atomic_fetch_add_explicit(&w->srv->n_conns, 1, memory_order_relaxed);
-    c->last_rx_ms = now_ms(c);
-    c->deadline_ms = c->last_rx_ms + w->srv->opt.handshake_timeout_s * 1000ull;
-    arm_timer(c, c->deadline_ms);
+    c->last_rx = now32(c);
+    c->deadline = c->last_rx + w->srv->opt.handshake_timeout_s * 1000u;
+    arm_timer(c, abs_ms(c, c->deadline));
     return 0;
 }
 
@@ -889,26 +932,26 @@ void cd_conn_destroy_all(cd_worker *w)
 /* Interface for the protocol layer and the hub. */
 
 uint64_t cd_conn_id(const cd_conn *c) { return c->id; }
-const char *cd_conn_user(const cd_conn *c) { return c->user ? c->user : ""; }
-cd_member *cd_conn_member(cd_conn *c) { return &c->member; }
+const char *cd_conn_user(const cd_conn *c) { return c->nat ? c->nat->member.user : ""; }
+cd_member *cd_conn_member(cd_conn *c) { return &c->nat->member; }
 cd_worker *cd_conn_worker(const cd_conn *c) { return c->w; }
-cd_proto_state *cd_conn_proto(cd_conn *c) { return &c->ps; }
+cd_proto_state *cd_conn_proto(cd_conn *c) { return &c->nat->ps; }
 uint64_t cd_conn_now_ms(const cd_conn *c) { return now_ms(c); }
-size_t cd_conn_queued_bytes(const cd_conn *c) { return c->sq.bytes; }
+size_t cd_conn_queued_bytes(const cd_conn *c) { return cd_sendq_bytes(&c->sq); }
 
 /* A queue over its cap belongs to a slow consumer: with the close policy
  * it gets an error and 4008 (it resumes from its last offset). */
 static bool over_queue_limits(const cd_conn *c)
 {
     const conduit_options *o = &srv_of(c)->opt;
-    return c->sq.bytes > o->ws_max_queue_bytes ||
-           c->sq.data.count + c->sq.ctl.count > o->ws_max_queue_messages;
+    return cd_sendq_bytes(&c->sq) > o->ws_max_queue_bytes ||
+           cd_sendq_count(&c->sq) > o->ws_max_queue_messages;
 }
 
 static void slow_consumer(cd_conn *c)
 {
     cd_log(log_of(c), CD_LOG_WARN, "slow_consumer", "conn=%llu user=%s queued=%zu",
-           (unsigned long long)c->id, c->user, c->sq.bytes);
+           (unsigned long long)c->id, cd_conn_user(c), cd_sendq_bytes(&c->sq));
     /* The error and the close jump the backlog so the client learns why. */
     cd_frame *f = cd_proto_json_error_frame(NULL, 0, "SlowConsumer",
                                             "send queue overflowed; resume from your last offset");
@@ -946,7 +989,7 @@ void cd_conn_close(cd_conn *c, uint16_t code, const char *reason)
 void cd_conn_deliver(void *ctx, cd_member *m, cd_frame *f)
 {
     CD_UNUSED(ctx);
-    cd_conn *c = CD_CONTAINER_OF(m, cd_conn, member);
+    cd_conn *c = CD_CONTAINER_OF(m, cd_native, member)->conn;
     cd_conn_send_frame(c, cd_frame_ref(f));
 }
 
@@ -1016,5 +1059,13 @@ CONDUIT_API void conduit_conn_close(conduit_conn *c, int code, const char *reaso
 
 CONDUIT_API uint64_t conduit_conn_id(const conduit_conn *c) { return c->id; }
 CONDUIT_API const char *conduit_conn_user_id(const conduit_conn *c) { return cd_conn_user(c); }
-CONDUIT_API void conduit_conn_set_user(conduit_conn *c, void *user) { c->app_user = user; }
-CONDUIT_API void *conduit_conn_user(const conduit_conn *c) { return c->app_user; }
+CONDUIT_API void conduit_conn_set_user(conduit_conn *c, void *user)
+{
+    if (c->nat)
+        c->nat->app_user = user;
+}
+
+CONDUIT_API void *conduit_conn_user(const conduit_conn *c)
+{
+    return c->nat ? c->nat->app_user : NULL;
+}

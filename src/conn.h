@@ -29,6 +29,9 @@ void cd_conn_close_all(cd_worker *w, uint16_t code, const char *reason);
 /* Drop every connection now (the worker is about to exit). */
 void cd_conn_destroy_all(cd_worker *w);
 
+/* The id of a connection, for the worker's id map. */
+uint64_t cd_conn_key(const void *conn);
+
 /* For the protocol layer (the connection's worker thread only). */
 uint64_t cd_conn_id(const cd_conn *c);
 const char *cd_conn_user(const cd_conn *c);

@@ -29,37 +29,64 @@ static cd_frame *ring_at(const cd_fring *r, uint32_t i)
     return r->items[(r->head + i) % r->cap];
 }
 
+static void ring_free(cd_fring *r)
+{
+    free(r->items);
+    r->items = NULL;
+    r->head = r->cap = r->count = r->head_off = 0;
+}
+
 static void ring_pop(cd_fring *r)
 {
     cd_frame_unref(r->items[r->head]);
     r->head = (r->head + 1) % r->cap;
     r->count--;
     r->head_off = 0;
-    if (r->count == 0) {
-        /* Return the ring so an idle connection holds no queue memory. */
-        free(r->items);
-        r->items = NULL;
-        r->head = r->cap = 0;
+    if (r->count == 0)
+        ring_free(r);
+}
+
+/* Return the state once nothing is queued. */
+static void release_if_empty(cd_sendq *q)
+{
+    cd_sendq_state *s = q->s;
+    if (s && s->data.count == 0 && s->ctl.count == 0) {
+        ring_free(&s->data);
+        ring_free(&s->ctl);
+        free(s);
+        q->s = NULL;
     }
 }
 
 int cd_sendq_push(cd_sendq *q, cd_frame *f, bool is_control)
 {
-    int rc = ring_push(is_control ? &q->ctl : &q->data, f);
+    if (q->s == NULL && (q->s = calloc(1, sizeof(*q->s))) == NULL) {
+        cd_frame_unref(f);
+        return CONDUIT_ENOMEM;
+    }
+    int rc = ring_push(is_control ? &q->s->ctl : &q->s->data, f);
     if (rc != 0) {
         cd_frame_unref(f);
+        release_if_empty(q);
         return rc;
     }
-    q->bytes += f->len;
+    q->s->bytes += f->len;
     return 0;
 }
 
 cd_frame **cd_sendq_unsent_ctl_tail(cd_sendq *q)
 {
-    cd_fring *r = &q->ctl;
+    if (q->s == NULL)
+        return NULL;
+    cd_fring *r = &q->s->ctl;
     if (r->count == 0 || (r->count == 1 && r->head_off > 0))
         return NULL;
     return &r->items[(r->head + r->count - 1) % r->cap];
+}
+
+void cd_sendq_adjust(cd_sendq *q, size_t old_len, size_t new_len)
+{
+    q->s->bytes = q->s->bytes - old_len + new_len;
 }
 
 /* The send order: a partly written data frame first, then every control
@@ -67,20 +94,19 @@ cd_frame **cd_sendq_unsent_ctl_tail(cd_sendq *q)
  * stops when it returns false. */
 typedef bool (*visit_fn)(void *ctx, cd_fring *lane, uint32_t idx);
 
-static void visit(const cd_sendq *cq, visit_fn step, void *ctx)
+static void visit(cd_sendq_state *s, visit_fn step, void *ctx)
 {
-    cd_sendq *q = (cd_sendq *)cq;
     uint32_t first_data = 0;
-    if (q->data.count > 0 && q->data.head_off > 0) {
-        if (!step(ctx, &q->data, 0))
+    if (s->data.count > 0 && s->data.head_off > 0) {
+        if (!step(ctx, &s->data, 0))
             return;
         first_data = 1;
     }
-    for (uint32_t i = 0; i < q->ctl.count; i++)
-        if (!step(ctx, &q->ctl, i))
+    for (uint32_t i = 0; i < s->ctl.count; i++)
+        if (!step(ctx, &s->ctl, i))
             return;
-    for (uint32_t i = first_data; i < q->data.count; i++)
-        if (!step(ctx, &q->data, i))
+    for (uint32_t i = first_data; i < s->data.count; i++)
+        if (!step(ctx, &s->data, i))
             return;
 }
 
@@ -106,23 +132,27 @@ static bool add_iov(void *vctx, cd_fring *lane, uint32_t idx)
 int cd_sendq_iov(const cd_sendq *q, struct iovec *iov, int max)
 {
     iov_ctx c = {iov, max, 0};
-    visit(q, add_iov, &c);
+    if (q->s)
+        visit(q->s, add_iov, &c);
     return c.n;
 }
 
 void cd_sendq_consume(cd_sendq *q, size_t n)
 {
-    q->bytes -= n;
+    cd_sendq_state *s = q->s;
+    if (s == NULL)
+        return;
+    s->bytes -= n;
     while (n > 0) {
         /* The order of cd_sendq_iov: a partly written data head, then
          * control frames, then data. */
         cd_fring *lane;
-        if (q->data.count > 0 && q->data.head_off > 0)
-            lane = &q->data;
-        else if (q->ctl.count > 0)
-            lane = &q->ctl;
+        if (s->data.count > 0 && s->data.head_off > 0)
+            lane = &s->data;
+        else if (s->ctl.count > 0)
+            lane = &s->ctl;
         else
-            lane = &q->data;
+            lane = &s->data;
         cd_frame *f = lane->items[lane->head];
         size_t left = f->len - lane->head_off;
         if (n < left) {
@@ -132,15 +162,7 @@ void cd_sendq_consume(cd_sendq *q, size_t n)
         n -= left;
         ring_pop(lane);
     }
-}
-
-void cd_sendq_clear(cd_sendq *q)
-{
-    while (q->ctl.count > 0)
-        ring_pop(&q->ctl);
-    while (q->data.count > 0)
-        ring_pop(&q->data);
-    q->bytes = 0;
+    release_if_empty(q);
 }
 
 /* Drop whole frames that have not started; a partly written head (in
@@ -154,15 +176,26 @@ static void ring_drop_unsent(cd_fring *r, size_t *bytes)
         cd_frame_unref(r->items[last]);
         r->count--;
     }
-    if (r->count == 0) {
-        free(r->items);
-        r->items = NULL;
-        r->head = r->cap = r->head_off = 0;
-    }
+    if (r->count == 0)
+        ring_free(r);
 }
 
 void cd_sendq_drop_unsent(cd_sendq *q)
 {
-    ring_drop_unsent(&q->ctl, &q->bytes);
-    ring_drop_unsent(&q->data, &q->bytes);
+    if (q->s == NULL)
+        return;
+    ring_drop_unsent(&q->s->ctl, &q->s->bytes);
+    ring_drop_unsent(&q->s->data, &q->s->bytes);
+    release_if_empty(q);
+}
+
+void cd_sendq_clear(cd_sendq *q)
+{
+    if (q->s == NULL)
+        return;
+    while (q->s->ctl.count > 0)
+        ring_pop(&q->s->ctl);
+    while (q->s->data.count > 0)
+        ring_pop(&q->s->data);
+    release_if_empty(q);
 }

@@ -1,10 +1,12 @@
 /* sendq.h - one connection's queue of outgoing frames.
  *
- * Two lanes of shared cd_frame references: control frames (pong, close)
- * and data.  Control frames go out ahead of queued data, but never inside
- * a data frame that is already partly written (RFC 6455 §5.4: control
- * frames may only be injected between frames).  The rings are allocated
- * only while something is queued, so an idle connection holds nothing. */
+ * Two lanes of shared cd_frame references: control frames (ping, pong)
+ * and data (close frames go with data, after it).  Control frames go out
+ * ahead of queued data, but never inside a data frame that is already
+ * partly written (RFC 6455 §5.4: control frames may only be injected
+ * between frames).  An empty queue is one NULL pointer: its state is
+ * allocated when the first frame is queued and freed when the last one is
+ * written, so an idle connection holds nothing. */
 #ifndef CD_SENDQ_H
 #define CD_SENDQ_H
 
@@ -23,27 +25,38 @@ typedef struct cd_fring {
     uint32_t head_off;       /* bytes of items[head] already written */
 } cd_fring;
 
-typedef struct cd_sendq {
+typedef struct cd_sendq_state {
     cd_fring data;
     cd_fring ctl;
     size_t bytes;            /* unwritten bytes in both lanes */
+} cd_sendq_state;
+
+typedef struct cd_sendq {
+    cd_sendq_state *s;       /* NULL while empty */
 } cd_sendq;
 
-static inline bool cd_sendq_is_empty(const cd_sendq *q) { return q->bytes == 0 && q->data.count == 0 && q->ctl.count == 0; }
+static inline bool cd_sendq_is_empty(const cd_sendq *q) { return q->s == NULL; }
+static inline size_t cd_sendq_bytes(const cd_sendq *q) { return q->s ? q->s->bytes : 0; }
+static inline size_t cd_sendq_count(const cd_sendq *q)
+{
+    return q->s ? (size_t)q->s->data.count + q->s->ctl.count : 0;
+}
 
 /* Append a frame, taking over the caller's reference.  On failure the
  * reference is dropped and CONDUIT_ENOMEM returned. */
 int cd_sendq_push(cd_sendq *q, cd_frame *f, bool is_control);
 /* The last control frame if none of it is written yet, else NULL (a newer
- * pong may replace an unsent one, RFC 6455 §5.5.3). */
+ * pong may replace an unsent one, RFC 6455 §5.5.3).  The caller replacing
+ * it must fix the byte count with cd_sendq_adjust. */
 cd_frame **cd_sendq_unsent_ctl_tail(cd_sendq *q);
+void cd_sendq_adjust(cd_sendq *q, size_t old_len, size_t new_len);
 /* Fill iov with the unwritten bytes in send order; returns the count. */
 int cd_sendq_iov(const cd_sendq *q, struct iovec *iov, int max);
 /* Mark n bytes written (in the order cd_sendq_iov gave them). */
 void cd_sendq_consume(cd_sendq *q, size_t n);
 /* Drop every frame not yet started, keeping a partly written one. */
 void cd_sendq_drop_unsent(cd_sendq *q);
-/* Drop everything and free the rings. */
+/* Drop everything and free the state. */
 void cd_sendq_clear(cd_sendq *q);
 
 #endif

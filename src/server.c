@@ -226,7 +226,9 @@ static int worker_init(cd_worker *w, conduit_server *srv, unsigned id)
      * the top bits. */
     w->next_conn_id = ((uint64_t)id << 48) | 1;
     w->rbuf_cap = READ_BUF_BYTES;
-    if ((w->rbuf = malloc(w->rbuf_cap)) == NULL)
+    cd_idmap_init(&w->conns_by_id, cd_conn_key);
+    if ((w->rbuf = malloc(w->rbuf_cap)) == NULL ||
+        (w->http_scratch = malloc(sizeof(*w->http_scratch))) == NULL)
         return CONDUIT_ENOMEM;
     if ((w->loop = cd_loop_create(TICK_MS, w)) == NULL)
         return CONDUIT_ENOMEM;
@@ -244,6 +246,8 @@ static void worker_fini(cd_worker *w)
     }
     cd_bytes_free(&w->scratch);
     cd_idmap_free(&w->conns_by_id);
+    free(w->flushq);
+    free(w->http_scratch);
     free(w->rbuf);
     w->rbuf = NULL;
 }

@@ -48,11 +48,13 @@ struct cd_worker {
     cd_listener listeners[CONDUIT_MAX_LISTEN];
     size_t n_listeners;
     uint8_t *rbuf;               /* shared by every connection of the worker */
+    cd_http_parser *http_scratch; /* parses request heads that arrive whole */
     size_t rbuf_cap;
     cd_bytes scratch;            /* compression output, reused */
     cd_idmap conns_by_id;        /* for conduit_send from other threads */
     cd_conn *conns;              /* every live connection */
-    cd_conn *flush_head;         /* connections with data to write */
+    cd_conn **flushq;            /* connections that queued bytes this iteration */
+    size_t n_flush, cap_flush;
     size_t n_conns;
     uint64_t next_conn_id;
     cd_post stop_post;
