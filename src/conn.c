@@ -642,15 +642,17 @@ static void echo_message(cd_conn *c, const cd_ws_event *ev)
         len = scratch->len;
         rsv1 = true;
     }
-    cd_frame *f = build_frame(ev->opcode, rsv1, payload, len);
+    uint8_t hdr[CD_WS_MAX_HEADER];
+    size_t hlen = cd_ws_header_write(hdr, ev->opcode, true, rsv1, len);
+    int rc = cd_sendq_append(&c->sq, hdr, hlen, payload, len);
     if (scratch->cap > (1u << 20))
         cd_bytes_free(scratch); /* keep the worker's scratch small */
-    if (f == NULL) {
+    if (rc != 0) {
         conn_destroy(c);
         return;
     }
-    if (queue_frame(c, f, false) != 0)
-        return;
+    if (!(c->flags & F_WANT_WRITE))
+        flush_list_add(c);
     if (cd_sendq_bytes(&c->sq) > QUEUE_HIGH_BYTES && !(c->flags & F_READ_PAUSED)) {
         c->flags |= F_READ_PAUSED;
         set_io_mask(c);

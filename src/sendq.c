@@ -1,20 +1,25 @@
 /* sendq.c - two-lane queue of shared frames (see sendq.h). */
 #include "sendq.h"
 
+#include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "conduit.h"
 
-static int ring_push(cd_fring *r, cd_frame *f)
+/* Rings start in the state's inline slots; `inline_items` tells whether
+ * items still points there (and must not be freed). */
+static int ring_push(cd_fring *r, cd_frame *f, cd_frame **inline_items)
 {
     if (r->count == r->cap) {
-        uint32_t cap = r->cap ? r->cap * 2 : 4;
+        uint32_t cap = r->cap * 2;
         cd_frame **items = malloc(sizeof(*items) * cap);
         if (items == NULL)
             return CONDUIT_ENOMEM;
         for (uint32_t i = 0; i < r->count; i++)
             items[i] = r->items[(r->head + i) % r->cap];
-        free(r->items);
+        if (r->items != inline_items)
+            free(r->items);
         r->items = items;
         r->head = 0;
         r->cap = cap;
@@ -29,21 +34,18 @@ static cd_frame *ring_at(const cd_fring *r, uint32_t i)
     return r->items[(r->head + i) % r->cap];
 }
 
-static void ring_free(cd_fring *r)
-{
-    free(r->items);
-    r->items = NULL;
-    r->head = r->cap = r->count = r->head_off = 0;
-}
-
 static void ring_pop(cd_fring *r)
 {
     cd_frame_unref(r->items[r->head]);
     r->head = (r->head + 1) % r->cap;
     r->count--;
     r->head_off = 0;
-    if (r->count == 0)
-        ring_free(r);
+}
+
+static void ring_release(cd_fring *r, cd_frame **inline_items)
+{
+    if (r->items != inline_items)
+        free(r->items);
 }
 
 /* Return the state once nothing is queued. */
@@ -51,27 +53,78 @@ static void release_if_empty(cd_sendq *q)
 {
     cd_sendq_state *s = q->s;
     if (s && s->data.count == 0 && s->ctl.count == 0) {
-        ring_free(&s->data);
-        ring_free(&s->ctl);
+        ring_release(&s->data, s->data_inline);
+        ring_release(&s->ctl, s->ctl_inline);
         free(s);
         q->s = NULL;
     }
 }
 
+static cd_sendq_state *state(cd_sendq *q)
+{
+    if (q->s == NULL) {
+        cd_sendq_state *s = malloc(sizeof(*s));
+        if (s == NULL)
+            return NULL;
+        memset(s, 0, offsetof(cd_sendq_state, data_inline));
+        s->data.items = s->data_inline;
+        s->data.cap = CD_SENDQ_INLINE;
+        s->ctl.items = s->ctl_inline;
+        s->ctl.cap = CD_SENDQ_INLINE / 2;
+        q->s = s;
+    }
+    return q->s;
+}
+
 int cd_sendq_push(cd_sendq *q, cd_frame *f, bool is_control)
 {
-    if (q->s == NULL && (q->s = calloc(1, sizeof(*q->s))) == NULL) {
+    cd_sendq_state *s = state(q);
+    if (s == NULL) {
         cd_frame_unref(f);
         return CONDUIT_ENOMEM;
     }
-    int rc = ring_push(is_control ? &q->s->ctl : &q->s->data, f);
+    int rc = is_control ? ring_push(&s->ctl, f, s->ctl_inline)
+                        : ring_push(&s->data, f, s->data_inline);
     if (rc != 0) {
         cd_frame_unref(f);
         release_if_empty(q);
         return rc;
     }
-    q->s->bytes += f->len;
+    if (!is_control)
+        s->private_tail = NULL;
+    s->bytes += f->len;
     return 0;
+}
+
+/* New private frames leave room for a batch of small messages behind, and
+ * stay within glibc's per-thread cache (chunks up to 1032 bytes). */
+#define PRIVATE_FRAME_MIN (1024 - sizeof(cd_frame) - 16)
+
+int cd_sendq_append(cd_sendq *q, const uint8_t *hdr, size_t hlen,
+                    const uint8_t *payload, size_t plen)
+{
+    size_t need = hlen + plen;
+    cd_sendq_state *s = q->s;
+    cd_frame *t = s ? s->private_tail : NULL;
+    if (t != NULL && t->cap - t->len >= need) {
+        memcpy(t->data + t->len, hdr, hlen);
+        if (plen)
+            memcpy(t->data + t->len + hlen, payload, plen);
+        t->len += (uint32_t)need;
+        s->bytes += need;
+        return 0;
+    }
+    cd_frame *f = cd_frame_alloc(need < PRIVATE_FRAME_MIN / 2 ? PRIVATE_FRAME_MIN : need);
+    if (f == NULL)
+        return CONDUIT_ENOMEM;
+    memcpy(f->data, hdr, hlen);
+    if (plen)
+        memcpy(f->data + hlen, payload, plen);
+    f->len = (uint32_t)need;
+    int rc = cd_sendq_push(q, f, false);
+    if (rc == 0)
+        q->s->private_tail = f;
+    return rc;
 }
 
 cd_frame **cd_sendq_unsent_ctl_tail(cd_sendq *q)
@@ -160,6 +213,8 @@ void cd_sendq_consume(cd_sendq *q, size_t n)
             return;
         }
         n -= left;
+        if (f == s->private_tail)
+            s->private_tail = NULL;
         ring_pop(lane);
     }
     release_if_empty(q);
@@ -176,14 +231,15 @@ static void ring_drop_unsent(cd_fring *r, size_t *bytes)
         cd_frame_unref(r->items[last]);
         r->count--;
     }
-    if (r->count == 0)
-        ring_free(r);
 }
 
 void cd_sendq_drop_unsent(cd_sendq *q)
 {
     if (q->s == NULL)
         return;
+    /* A kept, partly written private frame may not grow any more: what
+     * follows now is not this queue's backlog. */
+    q->s->private_tail = NULL;
     ring_drop_unsent(&q->s->ctl, &q->s->bytes);
     ring_drop_unsent(&q->s->data, &q->s->bytes);
     release_if_empty(q);

@@ -25,10 +25,17 @@ typedef struct cd_fring {
     uint32_t head_off;       /* bytes of items[head] already written */
 } cd_fring;
 
+#define CD_SENDQ_INLINE 8
+
 typedef struct cd_sendq_state {
     cd_fring data;
     cd_fring ctl;
     size_t bytes;            /* unwritten bytes in both lanes */
+    cd_frame *private_tail;  /* last data frame, if only this queue writes it */
+    /* A burst of up to 8 data frames needs no allocation beyond the state;
+     * rings spill to the heap past that. */
+    cd_frame *data_inline[CD_SENDQ_INLINE];
+    cd_frame *ctl_inline[CD_SENDQ_INLINE / 2];
 } cd_sendq_state;
 
 typedef struct cd_sendq {
@@ -45,6 +52,13 @@ static inline size_t cd_sendq_count(const cd_sendq *q)
 /* Append a frame, taking over the caller's reference.  On failure the
  * reference is dropped and CONDUIT_ENOMEM returned. */
 int cd_sendq_push(cd_sendq *q, cd_frame *f, bool is_control);
+/* Append one frame, header then payload (copied), to the queue's own
+ * private frame at the tail of the data lane when it has room, else to a
+ * new private frame with room for more.  Consecutive small messages to one
+ * connection (echoes, replies) so cost one allocation and one iovec per
+ * batch instead of one per message.  Returns 0 or CONDUIT_ENOMEM. */
+int cd_sendq_append(cd_sendq *q, const uint8_t *hdr, size_t hlen,
+                    const uint8_t *payload, size_t plen);
 /* The last control frame if none of it is written yet, else NULL (a newer
  * pong may replace an unsent one, RFC 6455 §5.5.3).  The caller replacing
  * it must fix the byte count with cd_sendq_adjust. */

@@ -126,6 +126,62 @@ TEST(drop_unsent_keeps_partial_head)
     CHECK_EQ(cd_sendq_bytes(&q), 0);
 }
 
+TEST(append_coalesces_in_order)
+{
+    cd_sendq q = {0};
+    CHECK_EQ(cd_sendq_append(&q, (const uint8_t *)"h", 1, (const uint8_t *)"aa", 2), 0);
+    CHECK_EQ(cd_sendq_append(&q, (const uint8_t *)"h", 1, (const uint8_t *)"bb", 2), 0);
+    CHECK_EQ(cd_sendq_count(&q), 1); /* one private frame holds both */
+    CHECK_EQ(cd_sendq_bytes(&q), 6);
+    /* A shared frame ends the private one: later appends go after it. */
+    cd_sendq_push(&q, frame('S', 2), false);
+    CHECK_EQ(cd_sendq_append(&q, (const uint8_t *)"h", 1, (const uint8_t *)"cc", 2), 0);
+    cd_sendq_push(&q, frame('P', 1), true);
+    CHECK_EQ(cd_sendq_count(&q), 4);
+    char out[32];
+    size_t n = drain(&q, 100, out, sizeof(out));
+    CHECK_EQ(n, 12);
+    CHECK_MEM(out, "PhaahbbSShcc", 12);
+    CHECK(q.s == NULL);
+}
+
+TEST(append_to_partly_written_private_frame)
+{
+    cd_sendq q = {0};
+    cd_sendq_append(&q, (const uint8_t *)"", 0, (const uint8_t *)"abcd", 4);
+    struct iovec iov[4];
+    cd_sendq_iov(&q, iov, 4);
+    cd_sendq_consume(&q, 3);
+    cd_sendq_append(&q, (const uint8_t *)"", 0, (const uint8_t *)"ef", 2);
+    char out[16];
+    size_t n = drain(&q, 1, out, sizeof(out));
+    CHECK_EQ(n, 3);
+    CHECK_MEM(out, "def", 3);
+    /* Big messages get a frame of their own size. */
+    static uint8_t big[10000];
+    memset(big, 'x', sizeof(big));
+    cd_sendq_append(&q, (const uint8_t *)"", 0, big, sizeof(big));
+    CHECK_EQ(cd_sendq_bytes(&q), sizeof(big));
+    cd_sendq_clear(&q);
+    CHECK(q.s == NULL);
+}
+
+TEST(many_frames_spill_past_inline_slots)
+{
+    cd_sendq q = {0};
+    for (int i = 0; i < 100; i++) {
+        cd_sendq_push(&q, frame((char)('0' + i % 10), 1), false);
+        cd_sendq_push(&q, frame('P', 1), true);
+    }
+    char out[256];
+    size_t n = drain(&q, 7, out, sizeof(out));
+    CHECK_EQ(n, 200);
+    for (int i = 0; i < 100; i++)
+        CHECK_EQ(out[i], 'P');
+    for (int i = 0; i < 100; i++)
+        CHECK_EQ(out[100 + i], '0' + i % 10);
+}
+
 int main(void)
 {
     RUN(control_before_data);
@@ -134,5 +190,8 @@ int main(void)
     RUN(iov_limit);
     RUN(shared_frame_refcount);
     RUN(drop_unsent_keeps_partial_head);
+    RUN(append_coalesces_in_order);
+    RUN(append_to_partly_written_private_frame);
+    RUN(many_frames_spill_past_inline_slots);
     return test_main_end();
 }
