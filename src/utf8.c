@@ -92,7 +92,15 @@ bool cd_utf8_feed(cd_utf8 *u, const uint8_t *p, size_t len)
     while (i < len) {
         if (s == S_ACCEPT) {
             /* On a boundary, a word with no high bit set is eight ASCII
-             * characters and needs no automaton step. */
+             * characters and needs no automaton step; four words at a time
+             * cost one branch per 32 bytes of ASCII text. */
+            while (len - i >= 32) {
+                uint64_t w[4];
+                memcpy(w, p + i, sizeof(w));
+                if ((w[0] | w[1] | w[2] | w[3]) & HIGH_BITS)
+                    break;
+                i += 32;
+            }
             while (len - i >= 8) {
                 uint64_t w;
                 memcpy(&w, p + i, sizeof(w));
