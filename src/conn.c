@@ -183,7 +183,7 @@ static void conn_destroy(cd_conn *c)
 static void conn_free(cd_defer *d)
 {
     cd_conn *c = CD_CONTAINER_OF(d, cd_conn, defer);
-    cd_sendq_clear(&c->sq);
+    cd_sendq_clear(&c->sq, &c->w->sq_pool);
     cd_pmd_destroy(c->ws.pmd);
     cd_ws_parser_fini(&c->ws);
     free(c->http);
@@ -217,7 +217,7 @@ static void set_io_mask(cd_conn *c)
 
 static int queue_frame(cd_conn *c, cd_frame *f, bool is_control)
 {
-    int rc = cd_sendq_push(&c->sq, f, is_control);
+    int rc = cd_sendq_push(&c->sq, &c->w->sq_pool, f, is_control);
     if (rc != 0) {
         conn_destroy(c);
         return rc;
@@ -351,7 +351,7 @@ static void conn_flush(cd_conn *c)
             conn_destroy(c);
             return;
         }
-        cd_sendq_consume(&c->sq, (size_t)n);
+        cd_sendq_consume(&c->sq, &c->w->sq_pool, (size_t)n);
         if ((size_t)n >= budget && !cd_sendq_is_empty(&c->sq)) {
             /* Fairness: let other connections write; the level-triggered
              * write event brings us back next iteration. */
@@ -644,7 +644,7 @@ static void echo_message(cd_conn *c, const cd_ws_event *ev)
     }
     uint8_t hdr[CD_WS_MAX_HEADER];
     size_t hlen = cd_ws_header_write(hdr, ev->opcode, true, rsv1, len);
-    int rc = cd_sendq_append(&c->sq, hdr, hlen, payload, len);
+    int rc = cd_sendq_append(&c->sq, &c->w->sq_pool, hdr, hlen, payload, len);
     if (scratch->cap > (1u << 20))
         cd_bytes_free(scratch); /* keep the worker's scratch small */
     if (rc != 0) {
@@ -957,7 +957,7 @@ static void slow_consumer(cd_conn *c)
     /* The error and the close jump the backlog so the client learns why. */
     cd_frame *f = cd_proto_json_error_frame(NULL, 0, "SlowConsumer",
                                             "send queue overflowed; resume from your last offset");
-    cd_sendq_drop_unsent(&c->sq);
+    cd_sendq_drop_unsent(&c->sq, &c->w->sq_pool);
     if (f)
         queue_frame(c, f, true);
     if (c->state != ST_DEAD)

@@ -49,23 +49,44 @@ static void ring_release(cd_fring *r, cd_frame **inline_items)
 }
 
 /* Return the state once nothing is queued. */
-static void release_if_empty(cd_sendq *q)
+static void release_if_empty(cd_sendq *q, cd_sendq_pool *pool)
 {
     cd_sendq_state *s = q->s;
     if (s && s->data.count == 0 && s->ctl.count == 0) {
         ring_release(&s->data, s->data_inline);
         ring_release(&s->ctl, s->ctl_inline);
-        free(s);
         q->s = NULL;
+        if (pool && pool->n_free < CD_SENDQ_POOL_MAX) {
+            s->data.items = (cd_frame **)(void *)pool->free;
+            pool->free = s;
+            pool->n_free++;
+        } else {
+            free(s);
+        }
     }
 }
 
-static cd_sendq_state *state(cd_sendq *q)
+void cd_sendq_pool_fini(cd_sendq_pool *pool)
+{
+    while (pool->free) {
+        cd_sendq_state *s = pool->free;
+        pool->free = (cd_sendq_state *)(void *)s->data.items;
+        free(s);
+    }
+    pool->n_free = 0;
+}
+
+static cd_sendq_state *state(cd_sendq *q, cd_sendq_pool *pool)
 {
     if (q->s == NULL) {
-        cd_sendq_state *s = malloc(sizeof(*s));
-        if (s == NULL)
+        cd_sendq_state *s;
+        if (pool && pool->free) {
+            s = pool->free;
+            pool->free = (cd_sendq_state *)(void *)s->data.items;
+            pool->n_free--;
+        } else if ((s = malloc(sizeof(*s))) == NULL) {
             return NULL;
+        }
         memset(s, 0, offsetof(cd_sendq_state, data_inline));
         s->data.items = s->data_inline;
         s->data.cap = CD_SENDQ_INLINE;
@@ -76,9 +97,9 @@ static cd_sendq_state *state(cd_sendq *q)
     return q->s;
 }
 
-int cd_sendq_push(cd_sendq *q, cd_frame *f, bool is_control)
+int cd_sendq_push(cd_sendq *q, cd_sendq_pool *pool, cd_frame *f, bool is_control)
 {
-    cd_sendq_state *s = state(q);
+    cd_sendq_state *s = state(q, pool);
     if (s == NULL) {
         cd_frame_unref(f);
         return CONDUIT_ENOMEM;
@@ -87,7 +108,7 @@ int cd_sendq_push(cd_sendq *q, cd_frame *f, bool is_control)
                         : ring_push(&s->data, f, s->data_inline);
     if (rc != 0) {
         cd_frame_unref(f);
-        release_if_empty(q);
+        release_if_empty(q, pool);
         return rc;
     }
     if (!is_control)
@@ -100,8 +121,8 @@ int cd_sendq_push(cd_sendq *q, cd_frame *f, bool is_control)
  * stay within glibc's per-thread cache (chunks up to 1032 bytes). */
 #define PRIVATE_FRAME_MIN (1024 - sizeof(cd_frame) - 16)
 
-int cd_sendq_append(cd_sendq *q, const uint8_t *hdr, size_t hlen,
-                    const uint8_t *payload, size_t plen)
+int cd_sendq_append(cd_sendq *q, cd_sendq_pool *pool, const uint8_t *hdr,
+                    size_t hlen, const uint8_t *payload, size_t plen)
 {
     size_t need = hlen + plen;
     cd_sendq_state *s = q->s;
@@ -121,7 +142,7 @@ int cd_sendq_append(cd_sendq *q, const uint8_t *hdr, size_t hlen,
     if (plen)
         memcpy(f->data + hlen, payload, plen);
     f->len = (uint32_t)need;
-    int rc = cd_sendq_push(q, f, false);
+    int rc = cd_sendq_push(q, pool, f, false);
     if (rc == 0)
         q->s->private_tail = f;
     return rc;
@@ -190,7 +211,7 @@ int cd_sendq_iov(const cd_sendq *q, struct iovec *iov, int max)
     return c.n;
 }
 
-void cd_sendq_consume(cd_sendq *q, size_t n)
+void cd_sendq_consume(cd_sendq *q, cd_sendq_pool *pool, size_t n)
 {
     cd_sendq_state *s = q->s;
     if (s == NULL)
@@ -217,7 +238,7 @@ void cd_sendq_consume(cd_sendq *q, size_t n)
             s->private_tail = NULL;
         ring_pop(lane);
     }
-    release_if_empty(q);
+    release_if_empty(q, pool);
 }
 
 /* Drop whole frames that have not started; a partly written head (in
@@ -233,7 +254,7 @@ static void ring_drop_unsent(cd_fring *r, size_t *bytes)
     }
 }
 
-void cd_sendq_drop_unsent(cd_sendq *q)
+void cd_sendq_drop_unsent(cd_sendq *q, cd_sendq_pool *pool)
 {
     if (q->s == NULL)
         return;
@@ -242,10 +263,10 @@ void cd_sendq_drop_unsent(cd_sendq *q)
     q->s->private_tail = NULL;
     ring_drop_unsent(&q->s->ctl, &q->s->bytes);
     ring_drop_unsent(&q->s->data, &q->s->bytes);
-    release_if_empty(q);
+    release_if_empty(q, pool);
 }
 
-void cd_sendq_clear(cd_sendq *q)
+void cd_sendq_clear(cd_sendq *q, cd_sendq_pool *pool)
 {
     if (q->s == NULL)
         return;
@@ -253,5 +274,5 @@ void cd_sendq_clear(cd_sendq *q)
         ring_pop(&q->s->ctl);
     while (q->s->data.count > 0)
         ring_pop(&q->s->data);
-    release_if_empty(q);
+    release_if_empty(q, pool);
 }

@@ -42,6 +42,21 @@ typedef struct cd_sendq {
     cd_sendq_state *s;       /* NULL while empty */
 } cd_sendq;
 
+/* A worker's cache of queue states.  A publish to N idle subscribers
+ * needs N states at once and frees them after the flush; glibc's
+ * per-thread cache holds only a few per size, so without this every
+ * delivery would take the allocator's slow path.  Every function below
+ * takes the pool (NULL: plain malloc/free). */
+typedef struct cd_sendq_pool {
+    cd_sendq_state *free;    /* linked through data.items */
+    size_t n_free;
+} cd_sendq_pool;
+
+#define CD_SENDQ_POOL_MAX 4096
+
+/* Free every cached state. */
+void cd_sendq_pool_fini(cd_sendq_pool *pool);
+
 static inline bool cd_sendq_is_empty(const cd_sendq *q) { return q->s == NULL; }
 static inline size_t cd_sendq_bytes(const cd_sendq *q) { return q->s ? q->s->bytes : 0; }
 static inline size_t cd_sendq_count(const cd_sendq *q)
@@ -51,14 +66,14 @@ static inline size_t cd_sendq_count(const cd_sendq *q)
 
 /* Append a frame, taking over the caller's reference.  On failure the
  * reference is dropped and CONDUIT_ENOMEM returned. */
-int cd_sendq_push(cd_sendq *q, cd_frame *f, bool is_control);
+int cd_sendq_push(cd_sendq *q, cd_sendq_pool *pool, cd_frame *f, bool is_control);
 /* Append one frame, header then payload (copied), to the queue's own
  * private frame at the tail of the data lane when it has room, else to a
  * new private frame with room for more.  Consecutive small messages to one
  * connection (echoes, replies) so cost one allocation and one iovec per
  * batch instead of one per message.  Returns 0 or CONDUIT_ENOMEM. */
-int cd_sendq_append(cd_sendq *q, const uint8_t *hdr, size_t hlen,
-                    const uint8_t *payload, size_t plen);
+int cd_sendq_append(cd_sendq *q, cd_sendq_pool *pool, const uint8_t *hdr,
+                    size_t hlen, const uint8_t *payload, size_t plen);
 /* The last control frame if none of it is written yet, else NULL (a newer
  * pong may replace an unsent one, RFC 6455 §5.5.3).  The caller replacing
  * it must fix the byte count with cd_sendq_adjust. */
@@ -67,10 +82,10 @@ void cd_sendq_adjust(cd_sendq *q, size_t old_len, size_t new_len);
 /* Fill iov with the unwritten bytes in send order; returns the count. */
 int cd_sendq_iov(const cd_sendq *q, struct iovec *iov, int max);
 /* Mark n bytes written (in the order cd_sendq_iov gave them). */
-void cd_sendq_consume(cd_sendq *q, size_t n);
+void cd_sendq_consume(cd_sendq *q, cd_sendq_pool *pool, size_t n);
 /* Drop every frame not yet started, keeping a partly written one. */
-void cd_sendq_drop_unsent(cd_sendq *q);
+void cd_sendq_drop_unsent(cd_sendq *q, cd_sendq_pool *pool);
 /* Drop everything and free the state. */
-void cd_sendq_clear(cd_sendq *q);
+void cd_sendq_clear(cd_sendq *q, cd_sendq_pool *pool);
 
 #endif

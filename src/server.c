@@ -247,6 +247,7 @@ static void worker_fini(cd_worker *w)
     cd_bytes_free(&w->scratch);
     cd_idmap_free(&w->conns_by_id);
     free(w->flushq);
+    cd_sendq_pool_fini(&w->sq_pool);
     free(w->http_scratch);
     free(w->rbuf);
     w->rbuf = NULL;

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "loop.h"
 #include "net.h"
+#include "sendq.h"
 #include "upgrade.h"
 #include "ws.h"
 
@@ -52,6 +53,7 @@ struct cd_worker {
     size_t rbuf_cap;
     cd_bytes scratch;            /* compression output, reused */
     cd_idmap conns_by_id;        /* for conduit_send from other threads */
+    cd_sendq_pool sq_pool;       /* send-queue states, reused */
     cd_conn *conns;              /* every live connection */
     cd_conn **flushq;            /* connections that queued bytes this iteration */
     size_t n_flush, cap_flush;
