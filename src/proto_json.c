@@ -141,6 +141,17 @@ static uint64_t wall_ms(void)
 /* ------------------------------------------------------------------ */
 /* Channel arguments. */
 
+#define BAD_CHANNEL_NAME \
+    "channel names are 1-255 characters of A-Z a-z 0-9 _-:.@,=/+#!$*~"
+
+/* The protocol's answer to a failed cd_hub_subscribe. */
+static const char *subscribe_error_code(int rc)
+{
+    return rc == CONDUIT_ELIMIT    ? "SubscriptionLimitExceeded"
+           : rc == CONDUIT_EDENIED ? "ChannelFull"
+                                   : "Internal";
+}
+
 typedef struct names {
     size_t n;
     char (*v)[CD_CHANNEL_MAX_LEN + 1];
@@ -159,8 +170,7 @@ static int add_name(req *r, names *ns, const cd_json_value *v)
     if (v->type != CD_JSON_STRING ||
         cd_json_name(v, ns->v[ns->n], sizeof(ns->v[0]), &len) != 0 ||
         !cd_hub_channel_name_valid(ns->v[ns->n], len)) {
-        send_error(r, "BadRequest",
-                   "channel names are 1-255 characters of A-Z a-z 0-9 _-:.@,=/+#!$*~");
+        send_error(r, "BadRequest", BAD_CHANNEL_NAME);
         return -1;
     }
     for (size_t i = 0; i < ns->n; i++)
@@ -229,11 +239,20 @@ static int one_name(req *r, char *out, size_t *len)
     }
     if (v->type != CD_JSON_STRING || cd_json_name(v, out, CD_CHANNEL_MAX_LEN + 1, len) != 0 ||
         !cd_hub_channel_name_valid(out, *len)) {
-        send_error(r, "BadRequest",
-                   "channel names are 1-255 characters of A-Z a-z 0-9 _-:.@,=/+#!$*~");
+        send_error(r, "BadRequest", BAD_CHANNEL_NAME);
         return -1;
     }
     return 0;
+}
+
+/* At least one channel, for subscribe and unsubscribe.  Returns 0, or -1
+ * after replying with an error. */
+static int required_names(req *r, names *ns)
+{
+    int n = collect_names(r, ns);
+    if (n == 0)
+        send_error(r, "BadRequest", "name a \"channel\", \"channels\" or \"room\"");
+    return n > 0 ? 0 : -1;
 }
 
 static void write_names(cd_jw *w, const names *ns)
@@ -361,12 +380,8 @@ static void h_status(req *r)
 static void h_subscribe(req *r)
 {
     names ns;
-    int n = collect_names(r, &ns);
-    if (n <= 0) {
-        if (n == 0)
-            send_error(r, "BadRequest", "name a \"channel\", \"channels\" or \"room\"");
+    if (required_names(r, &ns) != 0)
         return;
-    }
     cd_member *m = cd_conn_member(r->c);
     bool *added = calloc(ns.n, sizeof(bool));
     if (added == NULL) {
@@ -388,16 +403,14 @@ static void h_subscribe(req *r)
                 cd_hub_unsubscribe(r->srv->hub, m, ns.v[k], ns.len[k]);
         char msg[320];
         const char *name = ns.v[i - 1];
-        if (rc == CONDUIT_ELIMIT) {
+        if (rc == CONDUIT_ELIMIT)
             snprintf(msg, sizeof(msg), "at most %u channels per connection",
                      r->srv->opt.ws_max_subscriptions_per_connection);
-            send_error(r, "SubscriptionLimitExceeded", msg);
-        } else if (rc == CONDUIT_EDENIED) {
+        else if (rc == CONDUIT_EDENIED)
             snprintf(msg, sizeof(msg), "channel %s is full", name);
-            send_error(r, "ChannelFull", msg);
-        } else {
-            send_error(r, "Internal", "out of memory");
-        }
+        else
+            snprintf(msg, sizeof(msg), "out of memory");
+        send_error(r, subscribe_error_code(rc), msg);
         cd_log(&r->srv->log, CD_LOG_INFO, "subscribe_failed", "conn=%llu channel=%s error=%s",
                (unsigned long long)cd_conn_id(r->c), name, conduit_strerror(rc));
     } else {
@@ -415,12 +428,8 @@ static void h_subscribe(req *r)
 static void h_unsubscribe(req *r)
 {
     names ns;
-    int n = collect_names(r, &ns);
-    if (n <= 0) {
-        if (n == 0)
-            send_error(r, "BadRequest", "name a \"channel\", \"channels\" or \"room\"");
+    if (required_names(r, &ns) != 0)
         return;
-    }
     cd_member *m = cd_conn_member(r->c);
     for (size_t i = 0; i < ns.n; i++) {
         if (!cd_hub_is_subscribed(m, ns.v[i], ns.len[i])) {
@@ -790,10 +799,8 @@ void cd_proto_json_open(cd_conn *c, const char *room, size_t len)
         bool was = false;
         int rc = cd_hub_subscribe(srv->hub, m, room, len, &was);
         if (rc != 0) {
-            const char *code = rc == CONDUIT_ELIMIT    ? "SubscriptionLimitExceeded"
-                               : rc == CONDUIT_EDENIED ? "ChannelFull"
-                                                       : "Internal";
-            cd_frame *f = cd_proto_json_error_frame(NULL, 0, code, "could not join the room");
+            cd_frame *f = cd_proto_json_error_frame(NULL, 0, subscribe_error_code(rc),
+                                                    "could not join the room");
             if (f)
                 cd_conn_send_frame(c, f);
         }
