@@ -32,7 +32,7 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes 
         -Wwrite-strings -Wpointer-arith -Wformat=2 -Wimplicit-fallthrough -Wvla \
         -Wundef -Wno-missing-field-initializers
 CFLAGS_ALL := -std=c11 -D_GNU_SOURCE -fno-omit-frame-pointer -fvisibility=hidden \
-              -fPIC $(WARN) $(OPT) $(SAN_FLAGS) -Iinclude -Isrc \
+              -fPIC $(WARN) $(OPT) $(SAN_FLAGS) -Iinclude -iquote src \
               -DCONDUIT_VERSION='"$(VERSION)"' $(PKG_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL := $(SAN_FLAGS) $(LDFLAGS)
 LIBS := $(PKG_LIBS) -lpthread -lm
@@ -115,7 +115,7 @@ sanitize:
 
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(wildcard src/*.h) | build/fuzz
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-	  -Iinclude -Isrc $(PKG_CFLAGS) -DCONDUIT_VERSION='"$(VERSION)"' \
+	  -Iinclude -iquote src $(PKG_CFLAGS) -DCONDUIT_VERSION='"$(VERSION)"' \
 	  -o $@ $< $(LIB_SRCS) $(LIBS)
 
 # The JSON fuzzer checks the reader against jansson's verdict.
@@ -138,3 +138,4 @@ $(BUILD)/conduit-bench: tools/conduit-bench.c $(BUILD)/libconduit.a \
                         $(wildcard tools/bench_*.c tools/bench_*.h)
 	$(CC) $(CFLAGS_ALL) -Itools $(LDFLAGS_ALL) -o $@ $(BENCH_SRCS) \
 	  $(BUILD)/libconduit.a $(LIBS)
+
