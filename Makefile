@@ -139,3 +139,10 @@ $(BUILD)/conduit-bench: tools/conduit-bench.c $(BUILD)/libconduit.a \
 	$(CC) $(CFLAGS_ALL) -Itools $(LDFLAGS_ALL) -o $@ $(BENCH_SRCS) \
 	  $(BUILD)/libconduit.a $(LIBS)
 
+# ---------------------------------------------------------------------------
+# make bench: Conduit beside npm ws and Debian's libwebsockets, the same loads
+# against each, one core each (bench/run.sh; 8-10 minutes on 2 cores).
+# Installs what it needs; writes bench/results/ and docs/performance.md.
+# ---------------------------------------------------------------------------
+bench: deps all
+	@bench/run.sh
