@@ -19,6 +19,7 @@
 #include "common.h"
 #include "hub.h"
 #include "http.h"
+#include "json.h"
 #include "proto.h"
 #include "sendq.h"
 #include "upgrade.h"
@@ -201,6 +202,13 @@ static void arm_timer(cd_conn *c, uint64_t deadline)
     cd_loop_timer_start(c->w->loop, &c->timer, deadline);
 }
 
+/* Closing (CLOSING, LINGER) lasts at most close_timeout. */
+static void arm_close_deadline(cd_conn *c)
+{
+    c->deadline = now32(c) + srv_of(c)->opt.close_timeout_s * 1000u;
+    arm_timer(c, abs_ms(c, c->deadline));
+}
+
 static void set_io_mask(cd_conn *c)
 {
     uint32_t mask = 0;
@@ -291,8 +299,7 @@ static void send_close(cd_conn *c, uint16_t code, const char *reason, bool fin)
         c->close_code = code;
     if (send_control(c, CD_WS_OP_CLOSE, payload, len) != 0)
         return;
-    c->deadline = now32(c) + srv_of(c)->opt.close_timeout_s * 1000u;
-    arm_timer(c, abs_ms(c, c->deadline));
+    arm_close_deadline(c);
     if (fin) {
         c->flags |= F_FIN_AFTER_FLUSH;
         c->state = ST_LINGER;
@@ -410,8 +417,7 @@ static void http_reply(cd_conn *c, int status, const char *content_type,
     c->http = NULL;
     c->flags |= F_FIN_AFTER_FLUSH;
     c->state = ST_LINGER;
-    c->deadline = now32(c) + srv_of(c)->opt.close_timeout_s * 1000u;
-    arm_timer(c, abs_ms(c, c->deadline));
+    arm_close_deadline(c);
     queue_frame(c, f, false);
 }
 
@@ -420,11 +426,20 @@ static void http_error(cd_conn *c, int status, const char *extra,
 {
     char body[320];
     const char *text = reason ? reason : cd_http_status_text(status);
-    size_t len = (size_t)snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":\"",
-                                  status == 404 ? "NotFound" : "BadRequest");
-    cd_json_escape(body, sizeof(body) - 4, &len, text, strlen(text));
-    memcpy(body + len, "\"}}", 4);
-    len += 3;
+    cd_jw w;
+    cd_jw_init_fixed(&w, body, sizeof(body));
+    cd_jw_object_begin(&w);
+    cd_jw_key(&w, "error");
+    cd_jw_object_begin(&w);
+    cd_jw_key(&w, "code");
+    cd_jw_cstr(&w, status == 404 ? "NotFound" : "BadRequest");
+    cd_jw_key(&w, "message");
+    cd_jw_cstr(&w, text);
+    cd_jw_object_end(&w);
+    cd_jw_object_end(&w);
+    /* Reasons are short static texts; one that did not fit would get an
+     * empty body rather than cut-off JSON. */
+    size_t len = cd_jw_finish(&w) == 0 ? w.len : 0;
     cd_log(log_of(c), CD_LOG_INFO, "http_rejected", "conn=%llu status=%d reason=%s",
            (unsigned long long)c->id, status, reason);
     http_reply(c, status, "application/json", extra, body, len);
@@ -767,9 +782,8 @@ static void on_readable(cd_conn *c)
             return;
         }
         c->flags |= F_PEER_EOF | F_READ_PAUSED;
-        c->deadline = now32(c) + srv_of(c)->opt.close_timeout_s * 1000u;
         c->state = ST_LINGER;
-        arm_timer(c, abs_ms(c, c->deadline));
+        arm_close_deadline(c);
         set_io_mask(c);
         return;
     }

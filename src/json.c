@@ -1263,3 +1263,19 @@ int cd_jw_finish(cd_jw *w)
         w->buf[w->len] = '\0';
     return w->err;
 }
+
+int cd_json_put_string(char *out, size_t cap, size_t *len, const char *s,
+                       size_t slen)
+{
+    if (*len >= cap)
+        return CONDUIT_ELIMIT;
+    cd_jw w;
+    cd_jw_init_fixed(&w, out + *len, cap - *len);
+    cd_jw_string(&w, s, slen);
+    int rc = cd_jw_finish(&w);
+    if (rc == 0)
+        *len += w.len;
+    else
+        out[*len] = '\0';
+    return rc;
+}

@@ -226,4 +226,11 @@ void cd_jw_value(cd_jw *w, const cd_json_value *v);
  * NUL-terminated at buf[len]. */
 int cd_jw_finish(cd_jw *w);
 
+/* Append s[0..slen) as one JSON string value, quotes included, escaped as
+ * cd_jw_string does, to out[*len..cap) and NUL-terminate; *len grows by the
+ * bytes written.  For text assembled by hand (log lines).  Returns 0, or
+ * CONDUIT_ELIMIT when it does not fit (out is then unchanged up to *len). */
+int cd_json_put_string(char *out, size_t cap, size_t *len, const char *s,
+                       size_t slen);
+
 #endif

@@ -1,7 +1,7 @@
 /* log.c - structured JSON-lines logger (see log.h). */
 #include "log.h"
 
-#include "utf8.h"
+#include "json.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -45,38 +45,6 @@ static void put(char *out, size_t cap, size_t *len, const char *s, size_t n)
     *len += n;
 }
 
-void cd_json_escape(char *out, size_t cap, size_t *len, const char *s,
-                    size_t slen)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < slen; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char esc[6];
-        if (c == '"' || c == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)c;
-            put(out, cap, len, esc, 2);
-        } else if (c < 0x20 || c == 0x7f) {
-            memcpy(esc, "\\u00", 4);
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            put(out, cap, len, esc, 6);
-        } else if (c >= 0x80) {
-            /* Copy a whole valid UTF-8 sequence, or write U+FFFD for a bad
-             * byte, so a log line stays valid JSON whatever a client sent. */
-            size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
-            if (n > 1 && i + n <= slen && cd_utf8_valid((const uint8_t *)s + i, n)) {
-                put(out, cap, len, s + i, n);
-                i += n - 1;
-            } else {
-                put(out, cap, len, "\\ufffd", 6);
-            }
-        } else {
-            put(out, cap, len, (const char *)&c, 1);
-        }
-    }
-}
-
 static void put_fmt(char *out, size_t cap, size_t *len, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -99,13 +67,10 @@ static void put_field(char *out, size_t cap, size_t *len, const char **pf,
     const char *f = *pf;
     if (strncmp(f, "s", 1) == 0) {
         const char *s = va_arg(*ap, const char *);
-        if (s == NULL) {
+        /* A value too long for what is left of the line is logged as
+         * null rather than cut, so the line stays valid JSON. */
+        if (s == NULL || cd_json_put_string(out, cap, len, s, strlen(s)) != 0)
             put(out, cap, len, "null", 4);
-        } else {
-            put(out, cap, len, "\"", 1);
-            cd_json_escape(out, cap, len, s, strlen(s));
-            put(out, cap, len, "\"", 1);
-        }
         *pf = f + 1;
     } else if (strncmp(f, "lld", 3) == 0) {
         put_fmt(out, cap, len, "%lld", va_arg(*ap, long long));
@@ -152,12 +117,12 @@ void cd_logv(cd_logger *lg, cd_log_level level, const char *event,
     gmtime_r(&ts.tv_sec, &tm);
     put_fmt(line, cap, &len,
             "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\","
-            "\"event\":\"",
+            "\"event\":",
             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
             tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L,
             cd_log_level_name(level));
-    cd_json_escape(line, cap, &len, event, strlen(event));
-    put(line, cap, &len, "\"", 1);
+    if (cd_json_put_string(line, cap, &len, event, strlen(event)) != 0)
+        put(line, cap, &len, "null", 4);
 
     va_list aq;
     va_copy(aq, ap);

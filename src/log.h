@@ -3,8 +3,9 @@
  * A logger belongs to a server (no process-wide state).  Lines are built in
  * a stack buffer and written with one write(2), so lines from several
  * workers never interleave.  Fields are given as a tiny format,
- * "key=%s key2=%d ...": every %s value is JSON-escaped, so callers cannot
- * break the line format with hostile input. */
+ * "key=%s key2=%d ...": every %s value is JSON-escaped (json.c's
+ * cd_json_put_string), so callers cannot break the line format with
+ * hostile input. */
 #ifndef CD_LOG_H
 #define CD_LOG_H
 
@@ -45,10 +46,5 @@ void cd_log(cd_logger *lg, cd_log_level level, const char *event,
             const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void cd_logv(cd_logger *lg, cd_log_level level, const char *event,
              const char *fmt, va_list ap);
-
-/* Append `s` JSON-escaped (without quotes) to out[*len..cap); truncates
- * safely.  Shared with the stats/API JSON writers. */
-void cd_json_escape(char *out, size_t cap, size_t *len, const char *s,
-                    size_t slen);
 
 #endif

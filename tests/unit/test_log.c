@@ -1,23 +1,25 @@
 /* Unit tests for log.c: JSON escaping and line format. */
 #include <unistd.h>
 
+#include "conduit.h"
+#include "json.h"
 #include "log.h"
 #include "test.h"
 
 TEST(escape)
 {
+    /* Values go through json.c's one escaper, quotes included. */
     char out[64];
     size_t len = 0;
-    cd_json_escape(out, sizeof(out), &len, "a\"b\\c\n\x01", 7);
-    out[len] = '\0';
-    CHECK_STR(out, "a\\\"b\\\\c\\u000a\\u0001");
+    CHECK_EQ(cd_json_put_string(out, sizeof(out), &len, "a\"b\\c\n\x01", 7), 0);
+    CHECK_STR(out, "\"a\\\"b\\\\c\\n\\u0001\"");
     len = 0;
-    cd_json_escape(out, 8, &len, "0123456789", 10);
-    CHECK_EQ(len, 8);
+    CHECK_EQ(cd_json_put_string(out, 8, &len, "0123456789", 10), CONDUIT_ELIMIT);
+    CHECK_EQ(len, 0);
     len = 0;
-    cd_json_escape(out, sizeof(out), &len, "a\xc3\xa9" "b\xff\xe2\x82", 7);
-    out[len] = '\0';
-    CHECK_STR(out, "a\xc3\xa9" "b\\ufffd\\ufffd\\ufffd");
+    CHECK_EQ(cd_json_put_string(out, sizeof(out), &len, "a\xc3\xa9" "b\xff\xe2\x82", 7), 0);
+    /* Each maximal invalid subpart becomes one U+FFFD (Unicode §3.9). */
+    CHECK_STR(out, "\"a\xc3\xa9" "b\xef\xbf\xbd\xef\xbf\xbd\"");
 }
 
 TEST(line_format)
