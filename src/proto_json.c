@@ -228,21 +228,22 @@ fail:
     return -1;
 }
 
-/* Exactly one channel, for presence and typing. */
-static int one_name(req *r, char *out, size_t *len)
+/* Exactly one channel, for presence and typing: its name goes to out and
+ * its namespace's options are returned, or NULL after an error reply. */
+static const cd_ns_options *one_name(req *r, char *out, size_t *len)
 {
     const cd_json_value *v = r->f[F_CHANNEL].type != CD_JSON_NONE ? &r->f[F_CHANNEL]
                                                                    : &r->f[F_ROOM];
     if (v->type == CD_JSON_NONE) {
         send_error(r, "BadRequest", "\"channel\" is required");
-        return -1;
+        return NULL;
     }
     if (v->type != CD_JSON_STRING || cd_json_name(v, out, CD_CHANNEL_MAX_LEN + 1, len) != 0 ||
         !cd_hub_channel_name_valid(out, *len)) {
         send_error(r, "BadRequest", BAD_CHANNEL_NAME);
-        return -1;
+        return NULL;
     }
-    return 0;
+    return cd_hub_ns(r->srv->hub, out, *len);
 }
 
 /* At least one channel, for subscribe and unsubscribe.  Returns 0, or -1
@@ -586,9 +587,10 @@ static void h_presence(req *r)
 {
     char name[CD_CHANNEL_MAX_LEN + 1];
     size_t len;
-    if (one_name(r, name, &len) != 0)
+    const cd_ns_options *ns = one_name(r, name, &len);
+    if (ns == NULL)
         return;
-    if (!cd_hub_ns(r->srv->hub, name, len)->presence) {
+    if (!ns->presence) {
         send_error(r, "Forbidden", "presence is off for this channel's namespace");
         return;
     }
@@ -622,9 +624,10 @@ static void h_typing(req *r)
 {
     char name[CD_CHANNEL_MAX_LEN + 1];
     size_t len;
-    if (one_name(r, name, &len) != 0)
+    const cd_ns_options *ns = one_name(r, name, &len);
+    if (ns == NULL)
         return;
-    if (!cd_hub_ns(r->srv->hub, name, len)->typing) {
+    if (!ns->typing) {
         send_error(r, "Forbidden", "typing is off for this channel's namespace");
         return;
     }
