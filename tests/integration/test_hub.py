@@ -1174,8 +1174,11 @@ def test_per_channel_order_across_workers(server):
     assert all(pubs[k].alive() for k in (0, 1))
 
 
-def test_slow_consumer_4008(server):
-    srv = server(*W2, *INSECURE, "--ws-max-queue-messages", "64")
+@pytest.mark.parametrize("cap", [("--ws-max-queue-messages", "64"),
+                                 ("--ws-max-queue-bytes", "1m")],
+                         ids=["messages", "bytes"])
+def test_slow_consumer_4008(server, cap):
+    srv = server(*W2, *INSECURE, *cap)
     slow = open_on_worker(srv, 0, user="slow", rcvbuf=4096)
     fast = open_on_worker(srv, 1, user="fast")
     pub = open_on_worker(srv, 0, user="pub")
@@ -1186,7 +1189,8 @@ def test_slow_consumer_4008(server):
     sent = 0
     kicked = None
     # the slow subscriber stops reading now; its kernel buffers fill, then
-    # its server queue passes 64 messages
+    # its server queue passes its cap (64 messages, or 1 MiB: above one
+    # batch of 40 x 8 kB, so the subscriber that does read never trips it)
     for batch in range(100):  # at most 100 * 40 * 8 kB = 32 MB
         for _ in range(40):
             sent += 1
