@@ -122,6 +122,7 @@ has() { grep -q -- "\`--$1\`" <<<"$ref"; }
 has data-dir && conduit_flags+=(--data-dir "$ROOT/$OUT/conduit-data")
 has ws-max-connections-per-ip && conduit_flags+=(--ws-max-connections-per-ip 0)
 has ws-max-connections-per-user && conduit_flags+=(--ws-max-connections-per-user 0)
+has ws-max-pending-handshakes-per-ip && conduit_flags+=(--ws-max-pending-handshakes-per-ip 0)
 has ws-message-rate-limit && conduit_flags+=(--ws-message-rate-limit 0)
 if grep -q -- '--check-config' < <("$CONDUIT" --help 2>&1); then
     "$CONDUIT" "${conduit_flags[@]}" --check-config >/dev/null 2>"$RUNDIR/check-config.log" \

@@ -70,6 +70,8 @@ typedef struct conduit_namespace {
     int8_t client_publish;             /* clients may publish */
     int8_t typing;                     /* typing events */
     int64_t max_subscribers;           /* per channel; 0: unlimited */
+    int8_t anonymous;                  /* anonymous connections may subscribe/publish */
+    int8_t publish_requires_subscribe; /* only subscribers may publish */
 } conduit_namespace;
 
 typedef struct conduit_options {
@@ -107,6 +109,32 @@ typedef struct conduit_options {
     uint32_t ws_max_queue_messages;
     conduit_namespace ns[CONDUIT_MAX_NAMESPACES];
     size_t n_ns;
+    /* Authentication (docs/security.md). */
+    char *jwt_secret;                  /* HMAC secret (HS256/384/512) */
+    char *jwt_key_file;                /* PEM public key or JWKS file */
+    char *jwt_issuer;                  /* expected "iss"; NULL: unchecked */
+    char *jwt_audience;                /* expected in "aud"; NULL: unchecked */
+    uint32_t jwt_leeway_s;             /* clock skew allowed on exp/nbf */
+    char *jwt_cookie_name;             /* cookie that may carry the token */
+    uint32_t auth_timeout_s;           /* required mode: auth message deadline */
+    uint32_t token_expiring_warning_s; /* TokenExpiring this long before exp */
+    char *allowed_origins;             /* comma-separated; NULL: any */
+    bool ws_allow_anonymous;           /* namespace default */
+    bool ws_publish_requires_subscribe;/* namespace default */
+    /* Abuse protection. */
+    uint32_t ws_max_connections;       /* WebSocket connections; 0: unlimited */
+    uint32_t ws_max_connections_per_user;
+    uint32_t ws_max_connections_per_ip;
+    uint32_t ws_max_pending_handshakes_per_ip;
+    uint32_t ws_connection_rate_limit; /* new connections per IP per window; 0: off */
+    uint32_t ws_connection_rate_window_ms;
+    uint64_t ws_shed_memory;           /* RSS ceiling for new upgrades; 0: off */
+    uint32_t ws_message_rate_limit;    /* frames per window per connection; 0: off */
+    uint32_t ws_rate_window_ms;
+    char *ws_rate_limit_policy;        /* "close" or "throttle" */
+    char *trusted_proxies;             /* CIDRs whose forwarding headers count */
+    char *trusted_proxy_header;        /* "x-forwarded-for" or "forwarded" */
+    bool proxy_protocol;               /* trusted peers send a PROXY header */
 } conduit_options;
 
 /* Fill every field with its default.  Thread: any. */
@@ -162,6 +190,12 @@ typedef struct conduit_msg {
     size_t json_len;
 } conduit_msg;
 
+/* What a permission check is about. */
+typedef enum conduit_action {
+    CONDUIT_ACTION_SUBSCRIBE = 0,      /* also presence and typing */
+    CONDUIT_ACTION_PUBLISH = 1,
+} conduit_action;
+
 /* Typed callbacks; any may be NULL.  They run on the worker thread that
  * owns the connection, and may call every conduit_conn_* function on that
  * connection, conduit_publish and conduit_send. */
@@ -176,6 +210,20 @@ typedef struct conduit_callbacks {
      * vanished).  The handle is invalid after this returns. */
     void (*on_close)(conduit_conn *c, int code, void *user);
     void *user;
+    /* Authentication hook (docs/security.md).  Called with every token a
+     * client presents, after the built-in JWT check when JWT keys are
+     * configured (jwt_user is then the verified "sub") or instead of it
+     * (jwt_user NULL).  Return 0 to accept, writing the user id into
+     * user[0..user_cap) (an empty string keeps jwt_user), or any other
+     * value to refuse (401 in the handshake, Unauthorized in band).
+     * Runs on a worker thread; must be thread-safe and must not block. */
+    int (*authenticate)(const char *token, size_t token_len, const char *jwt_user,
+                        char *user, size_t user_cap, void *ud);
+    /* Permission hook: called after the built-in rules allowed `action`
+     * on channel[0..len) for `user`; return 0 to allow, anything else to
+     * deny (Forbidden).  Runs on the connection's worker thread. */
+    int (*check_permission)(conduit_conn *c, const char *user, const char *channel,
+                            size_t len, conduit_action action, void *ud);
 } conduit_callbacks;
 
 /* Create a server from options (copied).  Nothing is bound yet.
@@ -194,6 +242,13 @@ CONDUIT_API int conduit_server_start(conduit_server *srv);
 CONDUIT_API int conduit_server_stop(conduit_server *srv);
 /* Stop if needed and free everything. */
 CONDUIT_API void conduit_server_destroy(conduit_server *srv);
+/* Re-read the JWT keys (jwt_key_file) and JWT options from `opt` (only
+ * the jwt_* fields are used) and give them to every worker; open
+ * connections keep their identity.  On failure the old keys stay and err
+ * gets one line.  Thread: the creating thread (SIGHUP in the binary). */
+CONDUIT_API int conduit_server_reload_auth(conduit_server *srv,
+                                           const conduit_options *opt,
+                                           char *err, size_t errlen);
 /* The bound address of listen entry i ("127.0.0.1:43117"), after start.
  * Returns the length written, or a negative error. */
 CONDUIT_API int conduit_server_listen_address(const conduit_server *srv,

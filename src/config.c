@@ -16,6 +16,7 @@
 #include "common.h"
 #include "log.h"
 #include "net.h"
+#include "proxy.h"
 
 #define OFF(field) offsetof(conduit_options, field)
 
@@ -121,6 +122,82 @@ static const cd_conf_entry conf_table[] = {
     {"ws_max_queue_messages", CD_CONF_U32, OFF(ws_max_queue_messages), 1,
      UINT32_MAX, "1000", 0,
      "Messages waiting to be written to one connection; past it, as above."},
+    {"jwt_secret", CD_CONF_STR, OFF(jwt_secret), 0, 0, NULL,
+     CD_CONF_SECRET,
+     "HMAC secret for HS256/HS384/HS512 tokens, as given (at least 32 bytes; "
+     "48 for HS384, 64 for HS512)."},
+    {"jwt_key_file", CD_CONF_STR, OFF(jwt_key_file), 0, 0, NULL, 0,
+     "PEM public key (RSA, EC P-256/P-384, Ed25519) or JWKS file; several "
+     "keys by kid for rotation."},
+    {"jwt_issuer", CD_CONF_STR, OFF(jwt_issuer), 0, 0, NULL, 0,
+     "Expected \"iss\" claim; unset: not checked."},
+    {"jwt_audience", CD_CONF_STR, OFF(jwt_audience), 0, 0, NULL, 0,
+     "Expected in the \"aud\" claim; unset: not checked."},
+    {"jwt_leeway", CD_CONF_SECONDS, OFF(jwt_leeway_s), 0, 300, "5", 0,
+     "Clock skew allowed when checking exp and nbf."},
+    {"jwt_cookie_name", CD_CONF_STR, OFF(jwt_cookie_name), 0, 0, "token", 0,
+     "Cookie that may carry the token (after the Authorization header and "
+     "the token/auth_token query parameters)."},
+    {"auth_timeout", CD_CONF_SECONDS, OFF(auth_timeout_s), 1, 3600, "10", 0,
+     "With auth_mode=required, a connection that brought no token must send "
+     "auth or hello with one within this time (then close 1008)."},
+    {"token_expiring_warning", CD_CONF_SECONDS, OFF(token_expiring_warning_s), 0,
+     86400, "60", 0,
+     "A TokenExpiring warning is sent this long before the token's exp; "
+     "0: no warning."},
+    {"allowed_origins", CD_CONF_STR, OFF(allowed_origins), 0, 0, NULL, 0,
+     "Comma-separated origins allowed to upgrade (scheme://host[:port], "
+     "compared exactly; * is a wildcard; \"*\" alone allows any).  Unset: "
+     "any origin, but same-origin only when the token comes from a cookie."},
+    {"ws_allow_anonymous", CD_CONF_BOOL, OFF(ws_allow_anonymous), 0, 0, "true", 0,
+     "Anonymous connections may subscribe and publish (namespace default)."},
+    {"ws_publish_requires_subscribe", CD_CONF_BOOL,
+     OFF(ws_publish_requires_subscribe), 0, 0, "false", 0,
+     "Only subscribers of a channel may publish to it (namespace default)."},
+    {"ws_max_connections", CD_CONF_U32, OFF(ws_max_connections), 0, UINT32_MAX,
+     "0", 0, "WebSocket connections in all; past it upgrades get 503.  0 is "
+     "unlimited."},
+    {"ws_max_connections_per_user", CD_CONF_U32, OFF(ws_max_connections_per_user),
+     0, UINT32_MAX, "5", 0,
+     "WebSocket connections of one user; past it 429 (or close 1008 after "
+     "an in-band auth).  0 is unlimited."},
+    {"ws_max_connections_per_ip", CD_CONF_U32, OFF(ws_max_connections_per_ip), 0,
+     UINT32_MAX, "50", 0,
+     "WebSocket connections from one IP (IPv6: per /64); past it 429.  0 is "
+     "unlimited."},
+    {"ws_max_pending_handshakes_per_ip", CD_CONF_U32,
+     OFF(ws_max_pending_handshakes_per_ip), 0, UINT32_MAX, "32", 0,
+     "Connections from one IP still sending their request head; one more is "
+     "answered 429 at once.  0 is unlimited."},
+    {"ws_connection_rate_limit", CD_CONF_U32, OFF(ws_connection_rate_limit), 0,
+     1000000, "0", 0,
+     "New WebSocket connections one IP may open per rate window (burst = "
+     "the limit); past it 429 with Retry-After.  0 is off."},
+    {"ws_connection_rate_window_ms", CD_CONF_U32, OFF(ws_connection_rate_window_ms),
+     1, 0x7fffffff, "60000", 0, "The connection rate window, in milliseconds."},
+    {"ws_shed_memory", CD_CONF_BYTES, OFF(ws_shed_memory), 0, UINT64_C(1) << 44, "0",
+     0, "Resident memory above which new upgrades get 503 while open "
+     "connections keep working.  0 is off."},
+    {"ws_message_rate_limit", CD_CONF_U32, OFF(ws_message_rate_limit), 0, 1000000,
+     "1000", 0,
+     "Frames (data, ping, pong) one native connection may send per rate "
+     "window; continuous refill, burst = the limit, RateLimitWarning at 80 %. "
+     "0 is off."},
+    {"ws_rate_window_ms", CD_CONF_U32, OFF(ws_rate_window_ms), 1, 0x7fffffff,
+     "60000", 0, "The message rate window, in milliseconds."},
+    {"ws_rate_limit_policy", CD_CONF_ENUM, OFF(ws_rate_limit_policy), 0, 0, "close",
+     0, "Past the message rate: close (RateLimitExceeded, then close 1008) or "
+     "throttle (stop reading the connection until tokens return).",
+     "close|throttle"},
+    {"trusted_proxies", CD_CONF_STR, OFF(trusted_proxies), 0, 0, NULL, CD_CONF_CIDRS,
+     "Comma-separated CIDRs of proxies whose X-Forwarded-For/Forwarded or "
+     "PROXY header names the client; from anyone else they are ignored."},
+    {"trusted_proxy_header", CD_CONF_ENUM, OFF(trusted_proxy_header), 0, 0,
+     "x-forwarded-for", 0, "Which header a trusted proxy writes the client into.",
+     "x-forwarded-for|forwarded"},
+    {"proxy_protocol", CD_CONF_BOOL, OFF(proxy_protocol), 0, 0, "false", 0,
+     "Connections from trusted proxies begin with a PROXY protocol v1/v2 "
+     "header (required from them)."},
 };
 
 /* Namespace options: key ns_<name>_<option>, e.g. ns_chat_presence or the
@@ -145,6 +222,11 @@ static const ns_entry ns_table[] = {
      "typing events"},
     {"max_subscribers", CD_CONF_U32, offsetof(conduit_namespace, max_subscribers),
      "ws_max_subscribers_per_channel", "subscriptions per channel (0: unlimited)"},
+    {"anonymous", CD_CONF_BOOL, offsetof(conduit_namespace, anonymous),
+     "ws_allow_anonymous", "anonymous connections may subscribe and publish"},
+    {"publish_requires_subscribe", CD_CONF_BOOL,
+     offsetof(conduit_namespace, publish_requires_subscribe),
+     "ws_publish_requires_subscribe", "only subscribers may publish"},
 };
 
 const cd_conf_entry *cd_conf_table(size_t *n)
@@ -284,6 +366,15 @@ int cd_conf_set(conduit_options *opt, const cd_conf_entry *e,
 
     switch (e->type) {
     case CD_CONF_STR:
+        if (e->flags & CD_CONF_CIDRS) {
+            cd_cidr_list l;
+            char why[256];
+            cd_cidr_list_init(&l);
+            int rc = cd_cidr_list_parse(&l, value, why, sizeof(why));
+            cd_cidr_list_fini(&l);
+            if (rc != 0)
+                return fail(err, errlen, origin, "%s", why);
+        }
         return set_string(field(opt, e), value, origin, err, errlen);
     case CD_CONF_ENUM: {
         size_t n = strlen(value);
@@ -385,6 +476,7 @@ static conduit_namespace *ns_get(conduit_options *opt, const char *name)
     memset(ns, 0, sizeof(*ns));
     snprintf(ns->name, sizeof(ns->name), "%s", name);
     ns->presence = ns->join_leave = ns->client_publish = ns->typing = -1;
+    ns->anonymous = ns->publish_requires_subscribe = -1;
     ns->max_subscribers = -1;
     return ns;
 }
@@ -441,6 +533,43 @@ CONDUIT_API void conduit_options_init(conduit_options *opt)
          * test parses; a failure here is a table bug, caught by that test. */
         (void)cd_conf_set(opt, e, e->def, e->key, NULL, 0);
     }
+}
+
+int cd_conf_copy(conduit_options *dst, const conduit_options *src)
+{
+    *dst = *src;
+    for (size_t i = 0; i < CD_ARRAY_LEN(conf_table); i++) {
+        const cd_conf_entry *e = &conf_table[i];
+        if (e->type == CD_CONF_STR || e->type == CD_CONF_ENUM) {
+            *(char **)field(dst, e) = NULL;
+        } else if (e->type == CD_CONF_LIST) {
+            char **items = field(dst, e);
+            memset(items, 0, sizeof(char *) * CONDUIT_MAX_LISTEN);
+            *(size_t *)(void *)(items + CONDUIT_MAX_LISTEN) = 0;
+        }
+    }
+    for (size_t i = 0; i < CD_ARRAY_LEN(conf_table); i++) {
+        const cd_conf_entry *e = &conf_table[i];
+        const void *from = cfield(src, e);
+        if (e->type == CD_CONF_STR || e->type == CD_CONF_ENUM) {
+            const char *v = *(char *const *)from;
+            if (v && (*(char **)field(dst, e) = strdup(v)) == NULL)
+                goto fail;
+        } else if (e->type == CD_CONF_LIST) {
+            char *const *items = from;
+            size_t n = *(const size_t *)(const void *)(items + CONDUIT_MAX_LISTEN);
+            char **out = field(dst, e);
+            for (size_t k = 0; k < n; k++) {
+                if ((out[k] = strdup(items[k])) == NULL)
+                    goto fail;
+                *(size_t *)(void *)(out + CONDUIT_MAX_LISTEN) = k + 1;
+            }
+        }
+    }
+    return 0;
+fail:
+    conduit_options_fini(dst);
+    return CONDUIT_ENOMEM;
 }
 
 CONDUIT_API void conduit_options_fini(conduit_options *opt)

@@ -31,6 +31,7 @@ enum {
     CD_CONF_RELOAD = 2u,   /* applied live on SIGHUP */
     CD_CONF_NO_FILE = 4u,  /* not a file key (e.g. config itself) */
     CD_CONF_ADDRESS = 8u,  /* list of HOST:PORT, checked when set */
+    CD_CONF_CIDRS = 16u,   /* comma-separated CIDRs, checked when set */
 };
 
 typedef struct cd_conf_entry {
@@ -54,6 +55,10 @@ const cd_conf_entry *cd_conf_find_flag(const char *flag);
 int cd_conf_set(conduit_options *opt, const cd_conf_entry *e,
                 const char *value, const char *origin, char *err,
                 size_t errlen);
+
+/* Deep copy: dst gets its own strings (free with conduit_options_fini).
+ * Returns 0 or CONDUIT_ENOMEM (dst then holds nothing). */
+int cd_conf_copy(conduit_options *dst, const conduit_options *src);
 
 /* Empty a list option (the first --listen flag replaces the default). */
 void cd_conf_list_clear(conduit_options *opt, const cd_conf_entry *e);

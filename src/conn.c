@@ -13,9 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "admit.h"
 #include "api.h"
+#include "auth.h"
+#include "proxy.h"
 #include "common.h"
 #include "hub.h"
 #include "http.h"
@@ -26,6 +30,7 @@
 #include "ws.h"
 
 enum conn_state {
+    ST_PROXY,     /* reading a trusted proxy's PROXY protocol header */
     ST_HTTP,      /* reading the request head */
     ST_WS,        /* open */
     ST_CLOSING,   /* our close frame is queued or sent; waiting for the peer's */
@@ -48,6 +53,11 @@ enum {
     F_GOT_BYTES = 1u << 5,      /* some request bytes arrived (for 408) */
     F_PEER_EOF = 1u << 6,       /* the peer's FIN arrived; close once drained */
     F_OPENED = 1u << 7,         /* native: joined the hub, on_open ran */
+    F_PENDING_HELD = 1u << 8,   /* holds a pending-handshake slot (admit.h) */
+    F_IP_HELD = 1u << 9,        /* holds a per-IP connection slot */
+    F_USER_HELD = 1u << 10,     /* holds a per-user slot (nat->member.user) */
+    F_WS_HELD = 1u << 11,       /* holds a global WebSocket slot */
+    F_THROTTLED = 1u << 12,     /* over the message rate: not reading */
 };
 
 /* Stop reading while more than this is queued for a peer that does not
@@ -58,6 +68,49 @@ enum {
 #define WRITE_BUDGET (1u << 20)
 #define MAX_IOV 64
 
+/* The permission claims of a token, in one allocation: has_* false means
+ * the claim was absent (the namespace rules decide). */
+typedef struct cd_grants {
+    bool has_channels, has_publish;
+    uint8_t n_channels, n_publish;
+    char *pat[];                       /* channels first, then publish */
+} cd_grants;
+
+static cd_grants *grants_from_claims(const cd_jwt_claims *cl)
+{
+    if (!cl->has_channels && !cl->has_publish)
+        return NULL;
+    size_t n = (size_t)cl->n_channels + cl->n_publish, bytes = 0;
+    for (size_t i = 0; i < cl->n_channels; i++)
+        bytes += strlen(cl->channels[i]) + 1;
+    for (size_t i = 0; i < cl->n_publish; i++)
+        bytes += strlen(cl->publish[i]) + 1;
+    cd_grants *g = malloc(sizeof(*g) + n * sizeof(char *) + bytes);
+    if (g == NULL)
+        return NULL;
+    g->has_channels = cl->has_channels;
+    g->has_publish = cl->has_publish;
+    g->n_channels = cl->n_channels;
+    g->n_publish = cl->n_publish;
+    char *p = (char *)(g->pat + n);
+    for (size_t i = 0; i < n; i++) {
+        const char *src = i < cl->n_channels ? cl->channels[i] : cl->publish[i - cl->n_channels];
+        size_t len = strlen(src) + 1;
+        memcpy(p, src, len);
+        g->pat[i] = p;
+        p += len;
+    }
+    return g;
+}
+
+static bool grants_match(char *const *pat, size_t n, const char *channel, size_t len)
+{
+    for (size_t i = 0; i < n; i++)
+        if (cd_auth_pattern_match(pat[i], channel, len))
+            return true;
+    return false;
+}
+
 /* What only a native-protocol connection has, allocated at its upgrade
  * so that echo connections do not carry it. */
 typedef struct cd_native {
@@ -65,6 +118,16 @@ typedef struct cd_native {
     cd_conn *conn;                     /* back from a hub member */
     cd_proto_state ps;
     void *app_user;                    /* conduit_conn_set_user */
+    bool is_anonymous;                 /* no token: user is anon-<id> */
+    bool is_auth_pending;              /* required mode: waiting for auth/hello */
+    bool is_expiry_warned;             /* TokenExpiring sent for this token */
+    bool has_exp;
+    cd_grants *grants;                 /* the token's permission claims, or NULL */
+    char *pending_room;                /* /ws/{room} of a pending connection */
+    int64_t exp_s;                     /* the token's exp (wall clock, seconds) */
+    uint32_t auth_deadline;            /* pending: close 1008 after this */
+    cd_bucket rate;                    /* frames from the client */
+    cd_bytes held;                     /* input read while throttled */
 } cd_native;
 
 /* Every idle connection costs this struct and nothing more, so its size is
@@ -79,11 +142,15 @@ struct conduit_conn {
     };
     cd_worker *w;
     cd_conn *next, *prev;              /* worker's connection list */
-    cd_http_parser *http;              /* only while a request head is partial */
+    union {
+        cd_http_parser *http;          /* only while a request head is partial */
+        cd_proxy_parser *proxy;        /* only in ST_PROXY */
+    };
     cd_native *nat;                    /* native protocol only */
     cd_sendq sq;
     cd_ws_parser ws;                   /* ws.pmd: compression state, owned here */
     uint64_t id;
+    uint8_t ip[16];                    /* the client (IPv4 as ::ffff:a.b.c.d) */
     uint32_t last_rx;                  /* any bytes from the peer */
     uint32_t last_data;                /* last data message from the peer */
     uint32_t last_ping;                /* last heartbeat ping we sent */
@@ -153,11 +220,27 @@ static void native_gone(cd_conn *c)
                          srv->cb.user);
 }
 
+/* Give back every admission slot the connection holds, once. */
+static void release_slots(cd_conn *c)
+{
+    cd_admit *a = &c->w->srv->admit;
+    if (c->flags & F_PENDING_HELD)
+        cd_admit_pending_release(a, c->ip);
+    if (c->flags & F_IP_HELD)
+        cd_admit_ip_release(a, c->ip);
+    if (c->flags & F_USER_HELD)
+        cd_admit_user_release(a, c->nat->member.user);
+    if (c->flags & F_WS_HELD)
+        cd_admit_ws_release(a);
+    c->flags &= (uint16_t)~(F_PENDING_HELD | F_IP_HELD | F_USER_HELD | F_WS_HELD);
+}
+
 static void conn_destroy(cd_conn *c)
 {
     if (c->state == ST_DEAD)
         return;
     native_gone(c);
+    release_slots(c);
     c->state = ST_DEAD;
     cd_idmap_del(&c->w->conns_by_id, c->id);
     atomic_fetch_sub_explicit(&c->w->srv->n_conns, 1, memory_order_relaxed);
@@ -189,6 +272,9 @@ static void conn_free(cd_defer *d)
     cd_ws_parser_fini(&c->ws);
     free(c->http);
     if (c->nat) {
+        cd_bytes_free(&c->nat->held);
+        free(c->nat->pending_room);
+        free(c->nat->grants);
         free((char *)c->nat->member.user);
         free(c->nat);
     }
@@ -308,6 +394,23 @@ static void send_close(cd_conn *c, uint16_t code, const char *reason, bool fin)
     }
 }
 
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* An error frame the client reads first, then a close (policy: 1008). */
+static void error_close(cd_conn *c, const char *code, const char *message, uint16_t close_code,
+                        const char *reason)
+{
+    cd_frame *f = cd_proto_json_error_frame(NULL, 0, code, message);
+    if (f == NULL || queue_frame(c, f, false) != 0)
+        return;
+    send_close(c, close_code, reason, false);
+}
+
 /* Everything queued is written: finish a close or resume reading. */
 static void on_drained(cd_conn *c)
 {
@@ -331,7 +434,9 @@ static void on_drained(cd_conn *c)
         }
         return;
     }
-    if ((c->flags & F_READ_PAUSED) && c->state == ST_WS && cd_sendq_bytes(&c->sq) <= QUEUE_LOW_BYTES) {
+    /* A throttled connection reads again only when its rate allows. */
+    if ((c->flags & F_READ_PAUSED) && !(c->flags & F_THROTTLED) && c->state == ST_WS &&
+        cd_sendq_bytes(&c->sq) <= QUEUE_LOW_BYTES) {
         c->flags &= (uint16_t)~F_READ_PAUSED;
         set_io_mask(c);
     }
@@ -421,8 +526,9 @@ static void http_reply(cd_conn *c, int status, const char *content_type,
     queue_frame(c, f, false);
 }
 
-static void http_error(cd_conn *c, int status, const char *extra,
-                       const char *reason)
+/* A refusal: status, a JSON body with a stable code, and a log line. */
+static void http_refuse(cd_conn *c, int status, const char *code, const char *extra,
+                        const char *reason)
 {
     char body[320];
     const char *text = reason ? reason : cd_http_status_text(status);
@@ -432,7 +538,7 @@ static void http_error(cd_conn *c, int status, const char *extra,
     cd_jw_key(&w, "error");
     cd_jw_object_begin(&w);
     cd_jw_key(&w, "code");
-    cd_jw_cstr(&w, status == 404 ? "NotFound" : "BadRequest");
+    cd_jw_cstr(&w, code);
     cd_jw_key(&w, "message");
     cd_jw_cstr(&w, text);
     cd_jw_object_end(&w);
@@ -440,9 +546,16 @@ static void http_error(cd_conn *c, int status, const char *extra,
     /* Reasons are short static texts; one that did not fit would get an
      * empty body rather than cut-off JSON. */
     size_t len = cd_jw_finish(&w) == 0 ? w.len : 0;
-    cd_log(log_of(c), CD_LOG_INFO, "http_rejected", "conn=%llu status=%d reason=%s",
-           (unsigned long long)c->id, status, reason);
+    char ip[64];
+    cd_admit_ip_format(c->ip, ip, sizeof(ip));
+    cd_log(log_of(c), CD_LOG_INFO, "http_rejected", "conn=%llu status=%d ip=%s reason=%s",
+           (unsigned long long)c->id, status, ip, text);
     http_reply(c, status, "application/json", extra, body, len);
+}
+
+static void http_error(cd_conn *c, int status, const char *extra, const char *reason)
+{
+    http_refuse(c, status, status == 404 ? "NotFound" : "BadRequest", extra, reason);
 }
 
 static void ws_feed(cd_conn *c, uint8_t *data, size_t len);
@@ -479,46 +592,297 @@ static void upgrade(cd_conn *c, const cd_endpoint *ep, cd_upgrade_result *r,
     cd_log(log_of(c), CD_LOG_DEBUG, "ws_open", "conn=%llu user=%s deflate=%d",
            (unsigned long long)c->id, cd_conn_user(c), r->has_pmd ? 1 : 0);
     if (kind == KIND_NATIVE) {
-        c->flags |= F_OPENED;
         c->nat->member.conn_id = c->id;
         c->nat->member.worker = c->w->id;
-        cd_proto_json_open(c, room, room_len);
-        if (c->state == ST_DEAD)
-            return;
+        if (c->nat->is_auth_pending) {
+            /* Opened once authenticated (cd_conn_authenticate). */
+            if (room_len > 0 && (c->nat->pending_room = strndup(room, room_len)) == NULL) {
+                conn_destroy(c);
+                return;
+            }
+        } else {
+            c->flags |= F_OPENED;
+            cd_proto_json_open(c, room, room_len);
+            if (c->state == ST_DEAD)
+                return;
+        }
     }
     if (rest_len > 0)
         ws_feed(c, rest, rest_len);
 }
 
-/* Decide who the connection is (docs/protocol.md, "Identity").  Returns
- * 0, or an HTTP status after which the request is refused. */
-static int identify(cd_conn *c, const cd_http_parser *req)
+/* An admission refusal: the answer of the verdict, and a log line. */
+static void refuse_admission(cd_conn *c, const cd_admit_verdict *v)
+{
+    char extra[64] = "";
+    if (v->retry_after_s)
+        snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", (unsigned)v->retry_after_s);
+    if (v->kind) {
+        char ip[64];
+        cd_admit_ip_format(c->ip, ip, sizeof(ip));
+        cd_log(log_of(c), CD_LOG_WARN, "connection_limit", "conn=%llu kind=%s ip=%s",
+               (unsigned long long)c->id, v->kind, ip);
+    } else if (v->status == 403) {
+        char ip[64];
+        cd_admit_ip_format(c->ip, ip, sizeof(ip));
+        cd_log(log_of(c), CD_LOG_WARN, "origin_rejected", "conn=%llu ip=%s",
+               (unsigned long long)c->id, ip);
+    }
+    http_refuse(c, v->status, v->code, extra[0] ? extra : NULL, v->reason);
+}
+
+/* The handshake's token from the first place that has one (docs/
+ * security.md): Authorization: Bearer, query token, query auth_token,
+ * the cookie.  Returns its length (0: none); *from_cookie says where. */
+static size_t find_token(const conduit_server *srv, const cd_http_parser *req, char *out,
+                         size_t cap, bool *from_cookie)
+{
+    *from_cookie = false;
+    const cd_http_header *h = cd_http_header_find(req, "authorization");
+    if (h && h->value.len > 7 && strncasecmp(cd_http_str(req, h->value), "bearer ", 7) == 0) {
+        const char *v = cd_http_str(req, h->value) + 7;
+        size_t n = h->value.len - 7;
+        while (n > 0 && *v == ' ') {
+            v++;
+            n--;
+        }
+        if (n > 0 && n < cap) {
+            memcpy(out, v, n);
+            out[n] = '\0';
+            return n;
+        }
+        if (n >= cap) {
+            out[0] = '\0';
+            return cap; /* too long: verify_token refuses it unread */
+        }
+    }
+    const char *q = cd_http_str(req, req->query);
+    static const char *const params[] = {"token", "auth_token"};
+    for (size_t i = 0; i < CD_ARRAY_LEN(params); i++) {
+        int n = cd_http_query_get(q, req->query.len, params[i], out, cap);
+        if (n > 0)
+            return (size_t)n;
+    }
+    const char *cookie = srv->opt.jwt_cookie_name;
+    for (h = cd_http_header_next(req, NULL, "cookie"); h && cookie && cookie[0];
+         h = cd_http_header_next(req, h, "cookie")) {
+        int n = cd_http_cookie_get(cd_http_str(req, h->value), h->value.len, cookie, out, cap);
+        if (n > 0) {
+            *from_cookie = true;
+            return (size_t)n;
+        }
+    }
+    return 0;
+}
+
+/* Verify a token with the JWT keys and/or the application's hook.  On
+ * success user[] gets the user id.  Returns 0, or a negative code with
+ * *why set to a short reason. */
+static int verify_token(cd_conn *c, const char *token, size_t len, char *user,
+                        size_t cap, cd_grants **grants, int64_t *exp_s, const char **why)
 {
     conduit_server *srv = srv_of(c);
-    const char *mode = srv->opt.auth_mode ? srv->opt.auth_mode : "optional";
-    char user[129];
-    int n = -1;
-    if (strcmp(mode, "insecure") == 0)
-        n = cd_http_query_get(cd_http_str(req, req->query), req->query.len, "user_id",
-                              user, sizeof(user));
-    if (n > 0) {
-        for (int i = 0; i < n; i++)
-            if ((unsigned char)user[i] < 0x20 || user[i] == 0x7f)
-                return 400;
-        cd_log(log_of(c), CD_LOG_WARN, "insecure_user_id", "conn=%llu user=%s",
-               (unsigned long long)c->id, user);
-    } else if (strcmp(mode, "required") == 0) {
-        /* Token verification arrives with authentication; until a key is
-         * configured nothing can be verified, so nobody is let in. */
-        return 401;
-    } else {
-        snprintf(user, sizeof(user), "anon-%llx", (unsigned long long)c->id);
+    *why = NULL;
+    *grants = NULL;
+    *exp_s = 0;
+    const cd_jwt_keyset *keys = c->w->keys;
+    if (keys == NULL && srv->cb.authenticate == NULL) {
+        *why = "no token verifier configured";
+        return CONDUIT_EDENIED;
     }
-    c->nat = calloc(1, sizeof(*c->nat));
-    if (c->nat == NULL || (c->nat->member.user = strdup(user)) == NULL)
-        return 500;
-    c->nat->conn = c;
+    if (len > CD_JWT_MAX_TOKEN_LEN) {
+        *why = cd_jwt_strerror(CD_JWT_ETOOLARGE); /* find_token kept none of it */
+        return CD_JWT_ETOOLARGE;
+    }
+    const char *jwt_user = NULL;
+    cd_jwt_claims *claims = NULL;
+    if (keys) {
+        if ((claims = malloc(sizeof(*claims))) == NULL) {
+            *why = "out of memory";
+            return CONDUIT_ENOMEM;
+        }
+        int64_t now_s = (int64_t)time(NULL);
+        int rc = cd_jwt_verify(keys, token, len, now_s, claims, why);
+        if (rc != 0) {
+            *why = cd_jwt_strerror(rc);
+            free(claims);
+            return rc;
+        }
+        jwt_user = claims->sub;
+        snprintf(user, cap, "%s", claims->sub);
+        *exp_s = claims->has_exp ? claims->exp_s : 0;
+        if ((claims->has_channels || claims->has_publish) &&
+            (*grants = grants_from_claims(claims)) == NULL) {
+            *why = "out of memory";
+            free(claims);
+            return CONDUIT_ENOMEM;
+        }
+    }
+    if (srv->cb.authenticate) {
+        char hooked[CD_JWT_MAX_SUB + 1] = "";
+        int rc = srv->cb.authenticate(token, len, jwt_user, hooked, sizeof(hooked),
+                                      srv->cb.user);
+        if (rc != 0 || (hooked[0] == '\0' && jwt_user == NULL)) {
+            *why = "refused by the application";
+            free(*grants);
+            *grants = NULL;
+            free(claims);
+            return CONDUIT_EDENIED;
+        }
+        if (hooked[0])
+            snprintf(user, cap, "%s", hooked);
+    }
+    free(claims);
     return 0;
+}
+
+static const char *const www_auth_invalid =
+    "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n";
+
+/* Decide who the connection is (docs/security.md).  Returns true when the
+ * handshake may go on; false after an answer was sent. */
+static bool identify(cd_conn *c, const cd_http_parser *req, uint8_t kind, bool has_token,
+                     const char *token, size_t token_len)
+{
+    conduit_server *srv = srv_of(c);
+    const char *mode = srv->opt.auth_mode;
+    char user[CD_JWT_MAX_SUB + 1] = "";
+    bool verifier = c->w->keys != NULL || srv->cb.authenticate != NULL;
+    cd_grants *grants = NULL;
+    int64_t exp_s = 0;
+    bool pending = false;
+
+    if (has_token && verifier) {
+        const char *why = NULL;
+        if (verify_token(c, token, token_len, user, sizeof(user), &grants, &exp_s, &why) != 0) {
+            char ip[64];
+            cd_admit_ip_format(c->ip, ip, sizeof(ip));
+            cd_log(log_of(c), CD_LOG_INFO, "auth_failed", "conn=%llu ip=%s reason=%s",
+                   (unsigned long long)c->id, ip, why);
+            http_refuse(c, 401, "Unauthorized", www_auth_invalid, why);
+            return false;
+        }
+    } else if (strcmp(mode, "required") == 0 && (!verifier || kind != KIND_NATIVE)) {
+        http_refuse(c, 401, "Unauthorized", www_auth_invalid,
+                    verifier ? "a valid token is required" : "no token verifier configured");
+        return false;
+    } else if (strcmp(mode, "required") == 0) {
+        pending = true; /* the token may come in the first messages */
+    } else if (strcmp(mode, "insecure") == 0 && kind == KIND_NATIVE) {
+        int n = cd_http_query_get(cd_http_str(req, req->query), req->query.len, "user_id",
+                                  user, sizeof(user));
+        for (int i = 0; i < n; i++) {
+            if ((unsigned char)user[i] < 0x20 || user[i] == 0x7f) {
+                http_error(c, 400, NULL, "bad user_id");
+                return false;
+            }
+        }
+        if (n > 0)
+            cd_log(log_of(c), CD_LOG_WARN, "insecure_user_id", "conn=%llu user=%s",
+                   (unsigned long long)c->id, user);
+        else
+            user[0] = '\0';
+    }
+    if (kind != KIND_NATIVE) {
+        free(grants);
+        return true;
+    }
+    bool is_anonymous = user[0] == '\0';
+    if (is_anonymous)
+        snprintf(user, sizeof(user), "anon-%llx", (unsigned long long)c->id);
+    c->nat = calloc(1, sizeof(*c->nat));
+    if (c->nat == NULL || (c->nat->member.user = strdup(user)) == NULL) {
+        free(grants);
+        http_refuse(c, 500, "Internal", NULL, "out of memory");
+        return false;
+    }
+    c->nat->conn = c;
+    c->nat->is_anonymous = is_anonymous;
+    c->nat->is_auth_pending = pending;
+    c->nat->grants = grants;
+    (void)cd_bucket_init(&c->nat->rate, srv->opt.ws_message_rate_limit,
+                         srv->opt.ws_rate_window_ms, now_ms(c)); /* bounds: config table */
+    c->nat->has_exp = exp_s != 0;
+    c->nat->exp_s = exp_s;
+    if (pending)
+        c->nat->auth_deadline = now32(c) + srv->opt.auth_timeout_s * 1000u;
+    if (!is_anonymous) {
+        cd_admit_verdict v;
+        cd_admit_user(&srv->admit, user, &v);
+        if (v.status) {
+            refuse_admission(c, &v);
+            return false;
+        }
+        c->flags |= F_USER_HELD;
+    }
+    return true;
+}
+
+/* Behind a trusted proxy the client is named by its forwarding header. */
+static void resolve_client(cd_conn *c, const cd_http_parser *req)
+{
+    cd_admit *a = &srv_of(c)->admit;
+    if (!cd_admit_is_trusted(a, c->ip))
+        return;
+    const char *name = a->proxy_header == CD_PROXY_FORWARDED ? "forwarded" : "x-forwarded-for";
+    cd_proxy_hdr vals[16];
+    size_t n = 0;
+    for (const cd_http_header *h = cd_http_header_next(req, NULL, name);
+         h && n < CD_ARRAY_LEN(vals); h = cd_http_header_next(req, h, name)) {
+        vals[n].value = cd_http_str(req, h->value);
+        vals[n].len = h->value.len;
+        n++;
+    }
+    if (n == 0)
+        return;
+    cd_addr peer, client;
+    cd_admit_addr_from_ip16(&peer, c->ip);
+    int src = cd_proxy_client_addr(&a->trusted, &peer, a->proxy_header, vals, n, &client);
+    if (src == CD_CLIENT_FALLBACK)
+        cd_log(log_of(c), CD_LOG_WARN, "proxy_header_invalid", "conn=%llu header=%s",
+               (unsigned long long)c->id, name);
+    uint8_t ip[16];
+    if (cd_admit_ip16_from_addr(ip, &client))
+        memcpy(c->ip, ip, sizeof(ip));
+}
+
+/* Admission before the upgrade, in the order of docs/security.md:
+ * capacity, origin, per-IP rate and cap, token, per-user cap.  Every slot
+ * taken is held in a flag and given back by release_slots.  Returns true
+ * when the upgrade may go on. */
+static bool admit(cd_conn *c, const cd_http_parser *req, uint8_t kind)
+{
+    conduit_server *srv = srv_of(c);
+    cd_admit *a = &srv->admit;
+    cd_admit_verdict v;
+    resolve_client(c, req);
+    cd_admit_capacity(a, now_ms(c), &v);
+    if (v.status) {
+        refuse_admission(c, &v);
+        return false;
+    }
+    c->flags |= F_WS_HELD;
+
+    char *token = c->w->token_scratch;
+    bool from_cookie = false;
+    size_t token_len = find_token(srv, req, token, CD_JWT_MAX_TOKEN_LEN + 1, &from_cookie);
+    const cd_http_header *origin = cd_http_header_find(req, "origin");
+    const cd_http_header *host = cd_http_header_find(req, "host");
+    cd_admit_origin(a, origin ? cd_http_str(req, origin->value) : NULL,
+                    origin ? origin->value.len : 0, host ? cd_http_str(req, host->value) : NULL,
+                    host ? host->value.len : 0, from_cookie && token_len > 0, &v);
+    if (v.status) {
+        refuse_admission(c, &v);
+        return false;
+    }
+    cd_admit_ip(a, c->ip, now_ms(c), &v);
+    if (v.status) {
+        refuse_admission(c, &v);
+        return false;
+    }
+    if (a->max_per_ip)
+        c->flags |= F_IP_HELD;
+    return identify(c, req, kind, token_len > 0, token, token_len);
 }
 
 static bool path_is(const char *path, size_t len, const char *lit)
@@ -530,6 +894,10 @@ static void http_dispatch(cd_conn *c, const cd_http_parser *req, uint8_t *rest,
                           size_t rest_len)
 {
     conduit_server *srv = srv_of(c);
+    if (c->flags & F_PENDING_HELD) {
+        cd_admit_pending_release(&srv->admit, c->ip);
+        c->flags &= (uint16_t)~F_PENDING_HELD;
+    }
 
     /* RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request
      * with several, is answered 400 (the upgrade check says the same). */
@@ -595,13 +963,9 @@ static void http_dispatch(cd_conn *c, const cd_http_parser *req, uint8_t *rest,
                                      CD_PROTO_JSON);
             return;
         }
-        int status = identify(c, req);
-        if (status != 0) {
-            http_error(c, status, NULL,
-                       status == 401 ? "a valid token is required" : "bad user_id");
-            return;
-        }
     }
+    if (!admit(c, req, kind))
+        return;
     upgrade(c, ep, &r, kind, room, (size_t)room_len, rest, rest_len);
 }
 
@@ -692,8 +1056,67 @@ static void on_peer_close(cd_conn *c, const cd_ws_event *ev)
     send_close(c, code, NULL, true);
 }
 
+static bool is_throttling(const cd_conn *c)
+{
+    return c->kind == KIND_NATIVE && c->nat->rate.limit > 0 &&
+           strcmp(srv_of(c)->opt.ws_rate_limit_policy, "throttle") == 0;
+}
+
+/* The message rate of a native connection: every frame from the client
+ * takes a token.  Returns false when the frame must not be handled (the
+ * connection is closing). */
+static bool rate_take(cd_conn *c)
+{
+    cd_native *n = c->nat;
+    int verdict = cd_bucket_take_warn(&n->rate, now_ms(c), 1);
+    if (verdict == CD_BUCKET_ALLOWED)
+        return true;
+    const conduit_options *o = &srv_of(c)->opt;
+    if (verdict == CD_BUCKET_WARN) {
+        cd_frame *f = cd_proto_json_warning_frame("RateLimitWarning",
+                                                  "80% of the message rate limit used",
+                                                  "limit", o->ws_message_rate_limit);
+        return f != NULL && cd_conn_send_frame(c, f) == 0;
+    }
+    /* Throttling stops before a frame is parsed (throttle_begin); only a
+     * frame that was already partly buffered can get here: handle it. */
+    if (is_throttling(c))
+        return true;
+    cd_log(log_of(c), CD_LOG_WARN, "rate_limited", "conn=%llu user=%s policy=%s",
+           (unsigned long long)c->id, n->member.user, "close");
+    error_close(c, "RateLimitExceeded", "message rate limit exceeded", CD_WS_CLOSE_POLICY,
+                "rate limit exceeded");
+    return false;
+}
+
+/* Throttle policy, before each frame is parsed: with no token left, keep
+ * the unparsed input and stop reading until a token is back
+ * (conn_on_timer).  Returns true when it stopped. */
+static bool throttle_begin(cd_conn *c, const uint8_t *data, size_t len)
+{
+    cd_native *n = c->nat;
+    uint64_t now = now_ms(c);
+    if (cd_bucket_tokens_milli(&n->rate, now) >= 1000)
+        return false;
+    if (!(c->flags & F_THROTTLED))
+        cd_log(log_of(c), CD_LOG_WARN, "rate_limited", "conn=%llu user=%s policy=%s",
+               (unsigned long long)c->id, n->member.user, "throttle");
+    if (cd_bytes_append(&n->held, data, len) != 0) {
+        conn_destroy(c);
+        return true;
+    }
+    c->flags |= F_THROTTLED | F_READ_PAUSED;
+    set_io_mask(c);
+    if (c->state != ST_DEAD)
+        arm_timer(c, now + cd_bucket_next_ms(&n->rate, now, 1));
+    return true;
+}
+
 static void handle_event(cd_conn *c, const cd_ws_event *ev)
 {
+    if (c->kind == KIND_NATIVE && c->state == ST_WS && ev->type != CD_WS_EV_CLOSE &&
+        !rate_take(c))
+        return;
     switch (ev->type) {
     case CD_WS_EV_MESSAGE:
         if (c->state != ST_WS)
@@ -727,6 +1150,12 @@ static void ws_fail(cd_conn *c)
     const char *reason = cd_ws_fail_reason(&c->ws);
     cd_log(log_of(c), CD_LOG_INFO, "ws_protocol_error", "conn=%llu code=%u reason=%s",
            (unsigned long long)c->id, (unsigned)code, reason);
+    if (code == CD_WS_CLOSE_TOO_BIG && c->kind == KIND_NATIVE && !(c->flags & F_CLOSE_SENT)) {
+        /* The protocol promises the reason as an error frame first. */
+        cd_frame *f = cd_proto_json_error_frame(NULL, 0, "MessageTooLarge", reason);
+        if (f == NULL || queue_frame(c, f, false) != 0)
+            return;
+    }
     if (!(c->flags & F_CLOSE_SENT)) {
         send_close(c, code, reason, true);
         return;
@@ -740,7 +1169,10 @@ static void ws_fail(cd_conn *c)
 
 static void ws_feed(cd_conn *c, uint8_t *data, size_t len)
 {
+    bool throttling = c->state == ST_WS && is_throttling(c);
     while (c->state == ST_WS || c->state == ST_CLOSING) {
+        if (throttling && len > 0 && c->state == ST_WS && throttle_begin(c, data, len))
+            break;
         cd_ws_event ev;
         size_t used = 0;
         int rc = cd_ws_parse(&c->ws, data, len, &used, &ev);
@@ -756,6 +1188,68 @@ static void ws_feed(cd_conn *c, uint8_t *data, size_t len)
     }
     if (c->state != ST_DEAD)
         cd_ws_parser_trim(&c->ws);
+}
+
+/* Tokens are back: handle what was held, then read again. */
+static void throttle_resume(cd_conn *c)
+{
+    cd_bytes held = c->nat->held;
+    c->nat->held = (cd_bytes)CD_BYTES_INIT;
+    if (held.len > 0)
+        ws_feed(c, held.data, held.len);
+    cd_bytes_free(&held);
+    if (c->state == ST_DEAD || c->nat->held.len > 0)
+        return; /* throttled again: throttle_begin re-armed the timer */
+    c->flags &= (uint16_t)~F_THROTTLED;
+    if (c->state == ST_WS &&
+        cd_sendq_bytes(&c->sq) <= QUEUE_LOW_BYTES) {
+        c->flags &= (uint16_t)~F_READ_PAUSED;
+        set_io_mask(c);
+    }
+}
+
+/* Count a direct client's request head in progress (slow-loris cap); a
+ * trusted proxy carries many clients' handshakes and is not counted.
+ * Returns false after refusing the connection. */
+static bool take_pending(cd_conn *c)
+{
+    cd_admit *a = &srv_of(c)->admit;
+    if (cd_admit_is_trusted(a, c->ip))
+        return true;
+    if (!cd_admit_pending_take(a, c->ip)) {
+        cd_admit_verdict v = {.status = 429, .code = "Overloaded", .kind = "pending",
+                              .reason = "too many handshakes in progress from this address"};
+        refuse_admission(c, &v);
+        return false;
+    }
+    c->flags |= F_PENDING_HELD;
+    return true;
+}
+
+/* The PROXY header of a trusted proxy: it names the client; the rest of
+ * the input is the HTTP request. */
+static void proxy_feed(cd_conn *c, uint8_t *data, size_t len)
+{
+    size_t used = 0;
+    int rc = cd_proxy_parse(c->proxy, data, len, &used);
+    if (rc == CD_PROXY_NEED_MORE)
+        return;
+    if (rc == CD_PROXY_ERROR) {
+        char ip[64];
+        cd_admit_ip_format(c->ip, ip, sizeof(ip));
+        cd_log(log_of(c), CD_LOG_WARN, "proxy_header_invalid", "conn=%llu ip=%s reason=%s",
+               (unsigned long long)c->id, ip, c->proxy->error_reason);
+        conn_destroy(c);
+        return;
+    }
+    uint8_t ip[16];
+    if (c->proxy->has_addr && cd_admit_ip16_from_addr(ip, &c->proxy->src))
+        memcpy(c->ip, ip, sizeof(ip));
+    free(c->proxy);
+    c->proxy = NULL;
+    c->state = ST_HTTP;
+    if (take_pending(c) && len > used)
+        http_feed(c, data + used, len - used);
 }
 
 /* ------------------------------------------------------------------ */
@@ -789,6 +1283,9 @@ static void on_readable(cd_conn *c)
     }
     c->last_rx = now32(c);
     switch (c->state) {
+    case ST_PROXY:
+        proxy_feed(c, w->rbuf, (size_t)n);
+        break;
     case ST_HTTP:
         http_feed(c, w->rbuf, (size_t)n);
         break;
@@ -813,6 +1310,51 @@ static void conn_on_io(cd_io *io, uint32_t events)
         on_readable(c);
 }
 
+/* The authentication deadlines of a native connection: the in-band auth
+ * deadline (required mode), the TokenExpiring warning and the token's
+ * expiry.  Returns the milliseconds until the next one (UINT32_MAX: none),
+ * or 0 after closing the connection. */
+static uint32_t auth_deadlines(cd_conn *c)
+{
+    cd_native *n = c->nat;
+    if (c->kind != KIND_NATIVE || n == NULL)
+        return UINT32_MAX;
+    if (n->is_auth_pending) {
+        if (!is_past(c, n->auth_deadline))
+            return n->auth_deadline - now32(c);
+        cd_log(log_of(c), CD_LOG_INFO, "auth_timeout", "conn=%llu", (unsigned long long)c->id);
+        error_close(c, "Unauthorized", "no token within auth_timeout", CD_WS_CLOSE_POLICY,
+                    "authentication timeout");
+        return 0;
+    }
+    if (!n->has_exp)
+        return UINT32_MAX;
+    const conduit_options *o = &srv_of(c)->opt;
+    int64_t now = wall_ms();
+    int64_t exp_ms = (n->exp_s + (int64_t)o->jwt_leeway_s) * 1000;
+    if (now >= exp_ms) {
+        cd_log(log_of(c), CD_LOG_INFO, "token_expired", "conn=%llu user=%s",
+               (unsigned long long)c->id, n->member.user);
+        error_close(c, "Unauthorized", "token expired", CD_WS_CLOSE_POLICY, "token expired");
+        return 0;
+    }
+    int64_t wait = exp_ms - now;
+    if (!n->is_expiry_warned && o->token_expiring_warning_s > 0) {
+        int64_t warn_ms = n->exp_s * 1000 - (int64_t)o->token_expiring_warning_s * 1000;
+        if (now >= warn_ms) {
+            n->is_expiry_warned = true;
+            cd_frame *f = cd_proto_json_warning_frame(
+                "TokenExpiring", "the token expires soon; send auth with a new one",
+                "expires_at", (uint64_t)n->exp_s);
+            if (f == NULL || cd_conn_send_frame(c, f) != 0)
+                return 0;
+        } else {
+            wait = CD_MIN(wait, warn_ms - now);
+        }
+    }
+    return (uint32_t)CD_MIN(CD_MAX(wait, 1), INT64_C(1) << 30);
+}
+
 /* One timer per connection covers every deadline of its current state. */
 static void conn_on_timer(cd_timer *t, void *arg)
 {
@@ -821,10 +1363,11 @@ static void conn_on_timer(cd_timer *t, void *arg)
     const conduit_options *o = &srv_of(c)->opt;
 
     switch (c->state) {
+    case ST_PROXY:
     case ST_HTTP:
         if (!is_past(c, c->deadline)) {
             arm_timer(c, abs_ms(c, c->deadline));
-        } else if (c->flags & F_GOT_BYTES) {
+        } else if ((c->flags & F_GOT_BYTES) && c->state == ST_HTTP) {
             http_error(c, 408, NULL, "request head not received in time");
         } else {
             cd_log(log_of(c), CD_LOG_DEBUG, "handshake_timeout", "conn=%llu",
@@ -845,6 +1388,19 @@ static void conn_on_timer(cd_timer *t, void *arg)
         break;
     }
 
+    if (c->flags & F_THROTTLED) {
+        uint64_t next = cd_bucket_next_ms(&c->nat->rate, now_ms(c), 1);
+        if (next > 0) {
+            arm_timer(c, now_ms(c) + next);
+            return;
+        }
+        throttle_resume(c);
+        if (c->state != ST_WS || (c->flags & F_THROTTLED))
+            return;
+    }
+    uint32_t auth_wait = auth_deadlines(c);
+    if (auth_wait == 0 || c->state != ST_WS)
+        return;
     uint32_t hb_timeout = o->ws_heartbeat_timeout_s * 1000u;
     uint32_t hb_interval = o->ws_heartbeat_interval_s * 1000u;
     uint32_t idle = o->ws_idle_timeout_s * 1000u;
@@ -869,7 +1425,7 @@ static void conn_on_timer(cd_timer *t, void *arg)
             return;
         quiet = 0;
     }
-    uint32_t wait = UINT32_MAX;
+    uint32_t wait = auth_wait;
     if (hb_timeout)
         wait = CD_MIN(wait, hb_timeout - since(c, c->last_rx));
     if (idle)
@@ -890,7 +1446,6 @@ uint64_t cd_conn_key(const void *conn)
 
 int cd_conn_accept(cd_worker *w, int fd, const cd_addr *peer)
 {
-    CD_UNUSED(peer);
     cd_conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         close(fd);
@@ -923,6 +1478,21 @@ int cd_conn_accept(cd_worker *w, int fd, const cd_addr *peer)
     c->last_rx = now32(c);
     c->deadline = c->last_rx + w->srv->opt.handshake_timeout_s * 1000u;
     arm_timer(c, abs_ms(c, c->deadline));
+    /* A proxy carries many clients' handshakes: only direct peers are
+     * capped on request heads in progress (slow-loris). */
+    cd_admit *a = &w->srv->admit;
+    if (!cd_admit_ip16_from_addr(c->ip, peer))
+        return 0; /* not an IP peer: nothing to count */
+    if (w->srv->opt.proxy_protocol && cd_admit_is_trusted(a, c->ip)) {
+        if ((c->proxy = malloc(sizeof(*c->proxy))) == NULL) {
+            conn_destroy(c);
+            return CONDUIT_ENOMEM;
+        }
+        cd_proxy_parser_init(c->proxy);
+        c->state = ST_PROXY;
+        return 0;
+    }
+    take_pending(c);
     return 0;
 }
 
@@ -933,7 +1503,7 @@ void cd_conn_close_all(cd_worker *w, uint16_t code, const char *reason)
         next = c->next;
         if (c->state == ST_WS)
             send_close(c, code, reason, true);
-        else if (c->state == ST_HTTP)
+        else if (c->state == ST_HTTP || c->state == ST_PROXY)
             conn_destroy(c);
     }
 }
@@ -954,6 +1524,152 @@ cd_worker *cd_conn_worker(const cd_conn *c) { return c->w; }
 cd_proto_state *cd_conn_proto(cd_conn *c) { return &c->nat->ps; }
 uint64_t cd_conn_now_ms(const cd_conn *c) { return now_ms(c); }
 size_t cd_conn_queued_bytes(const cd_conn *c) { return cd_sendq_bytes(&c->sq); }
+
+const char *cd_conn_may(cd_conn *c, const char *channel, size_t len, conduit_action action,
+                        const cd_ns_options *ns)
+{
+    const cd_native *n = c->nat;
+    const char *why = NULL;
+    if (n->is_anonymous && !ns->anonymous)
+        why = "anonymous connections may not use this namespace";
+    else if (!cd_auth_user_channel_allowed(n->is_anonymous ? NULL : n->member.user, channel, len))
+        why = "this channel is limited to the users it names";
+    else if (action == CONDUIT_ACTION_SUBSCRIBE && n->grants && n->grants->has_channels &&
+             !grants_match(n->grants->pat, n->grants->n_channels, channel, len))
+        why = "the token does not grant this channel";
+    else if (action == CONDUIT_ACTION_PUBLISH && n->grants && n->grants->has_publish &&
+             !grants_match(n->grants->pat + n->grants->n_channels, n->grants->n_publish,
+                           channel, len))
+        why = "the token does not grant publishing to this channel";
+    else if (action == CONDUIT_ACTION_PUBLISH && ns->publish_requires_subscribe &&
+             !cd_hub_is_subscribed(&n->member, channel, len))
+        why = "only subscribers may publish to this channel";
+    const conduit_callbacks *cb = &srv_of(c)->cb;
+    if (why == NULL && cb->check_permission &&
+        cb->check_permission(c, n->member.user, channel, len, action, cb->user) != 0)
+        why = "refused by the application";
+    if (why) {
+        char name[CD_CHANNEL_MAX_LEN + 1];
+        size_t k = CD_MIN(len, sizeof(name) - 1);
+        memcpy(name, channel, k);
+        name[k] = '\0';
+        cd_log(log_of(c), CD_LOG_INFO, "permission_denied",
+               "conn=%llu user=%s channel=%s action=%s reason=%s", (unsigned long long)c->id,
+               n->member.user, name, action == CONDUIT_ACTION_PUBLISH ? "publish" : "subscribe",
+               why);
+    }
+    return why;
+}
+
+bool cd_conn_is_auth_pending(const cd_conn *c) { return c->nat && c->nat->is_auth_pending; }
+int64_t cd_conn_token_exp(const cd_conn *c) { return c->nat && c->nat->has_exp ? c->nat->exp_s : 0; }
+
+/* An anonymous connection that was already open becomes `user`: it
+ * leaves as the old user and joins its channels again as the new one. */
+static int reidentify(cd_conn *c, char *user)
+{
+    cd_native *n = c->nat;
+    conduit_server *srv = srv_of(c);
+    size_t k = 0, cap = n->member.n_subs;
+    char **names = cap ? calloc(cap, sizeof(char *)) : NULL;
+    if (cap && names == NULL)
+        return CONDUIT_ENOMEM;
+    for (const cd_sub *s = cd_hub_member_first(&n->member); s && k < cap;
+         s = cd_hub_member_next(s)) {
+        size_t len;
+        const char *name = cd_hub_sub_channel(s, &len);
+        if ((names[k] = strndup(name, len)) == NULL)
+            break;
+        k++;
+    }
+    cd_hub_member_gone(srv->hub, &n->member);
+    free((char *)n->member.user);
+    n->member.user = user;
+    cd_hub_member_online(srv->hub, &n->member);
+    for (size_t i = 0; i < k; i++) {
+        bool was = false;
+        (void)cd_hub_subscribe(srv->hub, &n->member, names[i], strlen(names[i]), &was);
+        free(names[i]);
+    }
+    free(names);
+    return 0;
+}
+
+int cd_conn_authenticate(cd_conn *c, const char *token, size_t len, const char **code,
+                         const char **msg)
+{
+    cd_native *n = c->nat;
+    conduit_server *srv = srv_of(c);
+    char user[CD_JWT_MAX_SUB + 1] = "";
+    cd_grants *g = NULL;
+    int64_t exp_s = 0;
+    const char *why = NULL;
+    *code = "Unauthorized";
+    if (verify_token(c, token, len, user, sizeof(user), &g, &exp_s, &why) != 0) {
+        char ip[64];
+        cd_admit_ip_format(c->ip, ip, sizeof(ip));
+        cd_log(log_of(c), CD_LOG_INFO, "auth_failed", "conn=%llu ip=%s reason=%s",
+               (unsigned long long)c->id, ip, why);
+        *msg = why;
+        return CONDUIT_EDENIED;
+    }
+    if (!n->is_anonymous && strcmp(user, n->member.user) != 0) {
+        free(g);
+        *code = "Forbidden";
+        *msg = "the token is for another user than this connection's";
+        return CONDUIT_EDENIED;
+    }
+    if (n->is_anonymous) {
+        cd_admit_verdict v;
+        cd_admit_user(&srv->admit, user, &v);
+        char *u = v.status ? NULL : strdup(user);
+        if (u == NULL) {
+            free(g);
+            if (!v.status) {
+                *code = "Internal";
+                *msg = "out of memory";
+                return CONDUIT_ENOMEM;
+            }
+            cd_log(log_of(c), CD_LOG_WARN, "connection_limit", "conn=%llu kind=user user=%s",
+                   (unsigned long long)c->id, user);
+            error_close(c, "Overloaded", v.reason, CD_WS_CLOSE_POLICY, "too many connections");
+            *code = NULL;
+            return CONDUIT_ELIMIT;
+        }
+        if (c->flags & F_OPENED) {
+            if (reidentify(c, u) != 0) {
+                free(u);
+                free(g);
+                cd_admit_user_release(&srv->admit, user);
+                *code = "Internal";
+                *msg = "out of memory";
+                return CONDUIT_ENOMEM;
+            }
+        } else {
+            free((char *)n->member.user);
+            n->member.user = u;
+        }
+        c->flags |= F_USER_HELD;
+        n->is_anonymous = false;
+    }
+    free(n->grants);
+    n->grants = g;
+    n->exp_s = exp_s;
+    n->has_exp = exp_s != 0;
+    n->is_expiry_warned = false;
+    if (n->is_auth_pending) {
+        n->is_auth_pending = false;
+        c->flags |= F_OPENED;
+        char *room = n->pending_room;
+        n->pending_room = NULL;
+        cd_proto_json_open(c, room, room ? strlen(room) : 0);
+        free(room);
+        if (c->state != ST_WS)
+            return 0;
+    }
+    conn_on_timer(&c->timer, NULL); /* re-arm for the new token's deadlines */
+    return 0;
+}
 
 /* A queue over its cap belongs to a slow consumer: with the close policy
  * it gets an error and 4008 (it resumes from its last offset). */
@@ -998,7 +1714,7 @@ void cd_conn_close(cd_conn *c, uint16_t code, const char *reason)
 {
     if (c->state == ST_WS)
         send_close(c, code, reason, false);
-    else if (c->state == ST_HTTP)
+    else if (c->state == ST_HTTP || c->state == ST_PROXY)
         conn_destroy(c);
 }
 

@@ -40,6 +40,21 @@ cd_worker *cd_conn_worker(const cd_conn *c);
 cd_proto_state *cd_conn_proto(cd_conn *c);
 uint64_t cd_conn_now_ms(const cd_conn *c);
 size_t cd_conn_queued_bytes(const cd_conn *c);
+/* In-band authentication (auth, or hello with a token): verify, become
+ * the token's user (an anonymous connection), refresh the permissions and
+ * expiry, open a connection that was waiting for it.  Returns 0; or an
+ * error with *code / *msg for the error reply (*code NULL: the connection
+ * was closed with its own error).  docs/security.md. */
+int cd_conn_authenticate(cd_conn *c, const char *token, size_t len, const char **code,
+                         const char **msg);
+bool cd_conn_is_auth_pending(const cd_conn *c);
+/* The token's exp (seconds since the epoch), 0 when none. */
+int64_t cd_conn_token_exp(const cd_conn *c);
+/* May this native connection do `action` on channel[0..len) (namespace
+ * options ns)?  NULL when allowed, else a static reason for a Forbidden
+ * error (logged as permission_denied).  docs/security.md. */
+const char *cd_conn_may(cd_conn *c, const char *channel, size_t len, conduit_action action,
+                        const cd_ns_options *ns);
 /* Queue a data frame, taking over the reference.  Returns 0,
  * CONDUIT_ECLOSED (not open: the frame is dropped) or CONDUIT_ELIMIT (the
  * queue overflowed: the connection is closed with 4008). */

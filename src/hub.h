@@ -45,6 +45,8 @@ typedef struct cd_ns_options {
     bool client_publish;      /* clients may publish (the server API always may) */
     bool typing;              /* typing events */
     uint32_t max_subscribers; /* 0: the global limit */
+    bool anonymous;           /* anonymous connections may subscribe/publish */
+    bool publish_requires_subscribe;
 } cd_ns_options;
 
 /* One connection's membership.  Embedded in the connection and touched

@@ -84,8 +84,12 @@ int cd_bucket_take_warn(cd_bucket *b, uint64_t now_ms, uint32_t cost)
     /* tat only ever moves forward, and only here: never lowering it is
      * what keeps a clock that went backwards from granting anything. */
     b->tat = (b->tat > t ? b->tat : t) + need;
+    /* Counted in whole tokens (a partly refilled one is still used), so
+     * the warning comes at the 8th of 10 quick messages, not a refill
+     * crumb later. */
+    uint64_t used_tokens = (used + need + b->window_ms - 1) / b->window_ms;
     if (!b->is_warned &&
-        (used + need) * 1000 >= (uint64_t)CD_BUCKET_WARN_PERMILLE * full) {
+        used_tokens * 1000 >= (uint64_t)CD_BUCKET_WARN_PERMILLE * b->limit) {
         b->is_warned = 1;
         return CD_BUCKET_WARN;
     }

@@ -42,7 +42,7 @@
  * the fixed-point products below cannot overflow 64 bits. */
 #define CD_BUCKET_MAX_NOW_MS (UINT64_C(1) << 43)
 /* cd_bucket_take_warn reports CD_BUCKET_WARN once when an allowed take
- * leaves at least 80 % of the limit used, and re-arms once a take finds
+ * leaves at least 80 % of the limit used (in whole tokens, rounded up), and re-arms once a take finds
  * less than 50 % used (hysteresis: a client that hovers at 80 % is warned
  * once, not on every message). */
 #define CD_BUCKET_WARN_PERMILLE 800u

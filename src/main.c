@@ -139,6 +139,31 @@ static void warn_unknown_env(void)
     }
 }
 
+/* Options from file < environment < flags, as at start and on SIGHUP.
+ * The caller owns *opt (conduit_options_fini) whatever the result. */
+static int load_options(conduit_options *opt, int argc, char **argv, int *check_only)
+{
+    char err[512];
+    conduit_options_init(opt);
+    const char *file = find_config_file(argc, argv);
+    if (file && conduit_options_load_file(opt, file, err, sizeof(err)) != 0)
+        return usage_error(err);
+    if (conduit_options_load_env(opt, environ, err, sizeof(err)) != 0)
+        return usage_error(err);
+    return apply_flags(opt, argc, argv, check_only);
+}
+
+/* SIGHUP: what can change live.  For now the JWT keys and options. */
+static void reload(conduit_server *srv, int argc, char **argv)
+{
+    conduit_options opt;
+    int check_only = 0;
+    char err[512];
+    if (load_options(&opt, argc, argv, &check_only) == 0)
+        (void)conduit_server_reload_auth(srv, &opt, err, sizeof(err)); /* logs either way */
+    conduit_options_fini(&opt);
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
@@ -155,17 +180,8 @@ int main(int argc, char **argv)
     }
 
     conduit_options opt;
-    conduit_options_init(&opt);
-    char err[512];
-    int rc = 0;
-    const char *file = find_config_file(argc, argv);
-    if (file && conduit_options_load_file(&opt, file, err, sizeof(err)) != 0)
-        rc = usage_error(err);
-    if (rc == 0 && conduit_options_load_env(&opt, environ, err, sizeof(err)) != 0)
-        rc = usage_error(err);
     int check_only = 0;
-    if (rc == 0)
-        rc = apply_flags(&opt, argc, argv, &check_only);
+    int rc = load_options(&opt, argc, argv, &check_only);
     if (rc != 0) {
         conduit_options_fini(&opt);
         return rc;
@@ -204,8 +220,10 @@ int main(int argc, char **argv)
         int sig = 0;
         if (sigwait(&set, &sig) != 0)
             continue;
-        if (sig == SIGHUP)
-            continue; /* live reload arrives with the configuration work */
+        if (sig == SIGHUP) {
+            reload(srv, argc, argv);
+            continue;
+        }
         break;
     }
     conduit_server_destroy(srv);

@@ -50,6 +50,11 @@ cd_frame *cd_proto_json_message_frame(void *ctx, uint64_t offset,
 cd_frame *cd_proto_json_error_frame(const char *id, size_t id_len,
                                     const char *code, const char *message);
 
+/* Frame a warning: {"type":"warning","code":...,"message":...} plus one
+ * numeric member num_key (NULL: none). */
+cd_frame *cd_proto_json_warning_frame(const char *code, const char *message,
+                                      const char *num_key, uint64_t num);
+
 /* Wrap a JSON text in one unmasked text frame. */
 cd_frame *cd_proto_text_frame(const void *text, size_t len);
 

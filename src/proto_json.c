@@ -78,6 +78,27 @@ static void send_frame(req *r, cd_frame *f)
     cd_conn_send_frame(r->c, f);
 }
 
+cd_frame *cd_proto_json_warning_frame(const char *code, const char *message,
+                                      const char *num_key, uint64_t num)
+{
+    cd_bytes b = CD_BYTES_INIT;
+    cd_jw w;
+    cd_jw_init(&w, &b);
+    cd_jw_object_begin(&w);
+    cd_jw_key(&w, "type");
+    cd_jw_cstr(&w, "warning");
+    cd_jw_key(&w, "code");
+    cd_jw_cstr(&w, code);
+    cd_jw_key(&w, "message");
+    cd_jw_cstr(&w, message);
+    if (num_key) {
+        cd_jw_key(&w, num_key);
+        cd_jw_uint(&w, num);
+    }
+    cd_jw_object_end(&w);
+    return finish_frame(&w, &b);
+}
+
 cd_frame *cd_proto_json_error_frame(const char *id, size_t id_len,
                                     const char *code, const char *message)
 {
@@ -267,6 +288,47 @@ static void write_names(cd_jw *w, const names *ns)
 /* ------------------------------------------------------------------ */
 /* Handlers. */
 
+/* Authenticate with the request's "token"; false after an error reply. */
+static bool authenticate(req *r)
+{
+    const cd_json_value *t = &r->f[F_TOKEN];
+    if (t->type != CD_JSON_STRING) {
+        send_error(r, "BadRequest", "\"token\" (a string) is required");
+        return false;
+    }
+    char *token = malloc(t->len + 1);
+    size_t len = 0;
+    if (token == NULL || cd_json_name(t, token, t->len + 1, &len) != 0) {
+        free(token);
+        send_error(r, "BadRequest", "\"token\" is not a valid string");
+        return false;
+    }
+    const char *code = NULL, *msg = NULL;
+    int rc = cd_conn_authenticate(r->c, token, len, &code, &msg);
+    free(token);
+    if (rc != 0 && code)
+        send_error(r, code, msg);
+    return rc == 0;
+}
+
+static void h_auth(req *r)
+{
+    if (!authenticate(r))
+        return;
+    cd_bytes b = CD_BYTES_INIT;
+    cd_jw w;
+    reply_begin(r, &w, &b);
+    cd_jw_key(&w, "user");
+    cd_jw_cstr(&w, cd_conn_user(r->c));
+    cd_jw_key(&w, "expires_at");
+    int64_t exp = cd_conn_token_exp(r->c);
+    if (exp > 0)
+        cd_jw_uint(&w, (uint64_t)exp);
+    else
+        cd_jw_null(&w);
+    reply_end(r, &w, &b);
+}
+
 static void h_hello(req *r)
 {
     const cd_json_value *v = &r->f[F_VERSION];
@@ -274,6 +336,8 @@ static void h_hello(req *r)
         send_error(r, "UnsupportedVersion", "this server speaks protocol version \"1\"");
         return;
     }
+    if (r->f[F_TOKEN].type != CD_JSON_NONE && !authenticate(r))
+        return;
     cd_conn_proto(r->c)->has_hello = true;
     const conduit_options *o = &r->srv->opt;
     char session[40];
@@ -378,11 +442,44 @@ static void h_status(req *r)
     reply_end(r, &w, &b);
 }
 
+/* Forbidden, naming the channel, when the connection may not do action
+ * on any of the names; true when it may on all. */
+static bool names_allowed(req *r, const names *ns, conduit_action action)
+{
+    for (size_t i = 0; i < ns->n; i++) {
+        const cd_ns_options *o = cd_hub_ns(r->srv->hub, ns->v[i], ns->len[i]);
+        const char *why = cd_conn_may(r->c, ns->v[i], ns->len[i], action, o);
+        if (why) {
+            char msg[400];
+            snprintf(msg, sizeof(msg), "%s: %s", ns->v[i], why);
+            send_error(r, "Forbidden", msg);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool name_allowed(req *r, const char *name, size_t len, const cd_ns_options *o,
+                         conduit_action action)
+{
+    const char *why = cd_conn_may(r->c, name, len, action, o);
+    if (why == NULL)
+        return true;
+    char msg[400];
+    snprintf(msg, sizeof(msg), "%s: %s", name, why);
+    send_error(r, "Forbidden", msg);
+    return false;
+}
+
 static void h_subscribe(req *r)
 {
     names ns;
     if (required_names(r, &ns) != 0)
         return;
+    if (!names_allowed(r, &ns, CONDUIT_ACTION_SUBSCRIBE)) {
+        names_free(&ns);
+        return;
+    }
     cd_member *m = cd_conn_member(r->c);
     bool *added = calloc(ns.n, sizeof(bool));
     if (added == NULL) {
@@ -530,6 +627,10 @@ static void h_publish(req *r)
             return;
         }
     }
+    if (!names_allowed(r, &ns, CONDUIT_ACTION_PUBLISH)) {
+        names_free(&ns);
+        return;
+    }
     cd_bytes b = CD_BYTES_INIT;
     cd_jw w;
     reply_begin(r, &w, &b);
@@ -594,6 +695,8 @@ static void h_presence(req *r)
         send_error(r, "Forbidden", "presence is off for this channel's namespace");
         return;
     }
+    if (!name_allowed(r, name, len, ns, CONDUIT_ACTION_SUBSCRIBE))
+        return;
     cd_bytes b = CD_BYTES_INIT;
     cd_jw w;
     reply_begin(r, &w, &b);
@@ -631,6 +734,8 @@ static void h_typing(req *r)
         send_error(r, "Forbidden", "typing is off for this channel's namespace");
         return;
     }
+    if (!name_allowed(r, name, len, ns, CONDUIT_ACTION_SUBSCRIBE))
+        return;
     if (!cd_hub_is_subscribed(cd_conn_member(r->c), name, len)) {
         send_error(r, "NotSubscribed", "join the channel before typing in it");
         return;
@@ -694,6 +799,7 @@ typedef struct handler {
 
 static const handler handlers[] = {
     {"hello", h_hello},
+    {"auth", h_auth},
     {"ping", h_ping},
     {"echo", h_echo},
     {"status", h_status},
@@ -785,6 +891,11 @@ void cd_proto_json_message(cd_conn *c, const uint8_t *data, size_t len)
         if (r.type[i] >= 'A' && r.type[i] <= 'Z')
             r.type[i] = (char)(r.type[i] - 'A' + 'a');
     r.type_len = tlen;
+    if (cd_conn_is_auth_pending(c) && strcmp(r.type, "hello") != 0 &&
+        strcmp(r.type, "auth") != 0 && strcmp(r.type, "ping") != 0) {
+        send_error(&r, "Unauthorized", "authenticate first: send auth with a token");
+        return;
+    }
     for (size_t i = 0; i < CD_ARRAY_LEN(handlers); i++) {
         if (strcmp(handlers[i].type, r.type) == 0) {
             handlers[i].fn(&r);
@@ -798,7 +909,14 @@ void cd_proto_json_open(cd_conn *c, const char *room, size_t len)
 {
     conduit_server *srv = cd_conn_worker(c)->srv;
     cd_member *m = cd_conn_member(c);
-    if (len > 0) {
+    const char *why = len > 0 ? cd_conn_may(c, room, len, CONDUIT_ACTION_SUBSCRIBE,
+                                            cd_hub_ns(srv->hub, room, len))
+                              : NULL;
+    if (why) {
+        cd_frame *f = cd_proto_json_error_frame(NULL, 0, "Forbidden", why);
+        if (f)
+            cd_conn_send_frame(c, f);
+    } else if (len > 0) {
         bool was = false;
         int rc = cd_hub_subscribe(srv->hub, m, room, len, &was);
         if (rc != 0) {

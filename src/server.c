@@ -6,6 +6,8 @@
  * through its loop's one thread-safe door and joins it. */
 #include "server.h"
 
+#include "config.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "config.h"
 #include "conn.h"
 #include "json.h"
 #include "proto.h"
@@ -28,29 +31,35 @@ static const char *const native_protocols[] = {CD_PROTO_JSON};
 
 static int dup_options(conduit_options *dst, const conduit_options *src)
 {
-    *dst = *src;
-    for (size_t i = 0; i < CONDUIT_MAX_LISTEN; i++)
-        dst->listen[i] = NULL;
-    dst->n_listen = 0;
-    dst->config_file = NULL;
-    dst->echo_path = NULL;
-    dst->ws_path = NULL;
-    dst->auth_mode = NULL;
-    for (size_t i = 0; i < src->n_listen; i++) {
-        if ((dst->listen[i] = strdup(src->listen[i])) == NULL)
-            goto fail;
-        dst->n_listen++;
+    if (cd_conf_copy(dst, src) != 0)
+        return CONDUIT_ENOMEM;
+    if ((dst->echo_path == NULL && (dst->echo_path = strdup("/echo")) == NULL) ||
+        (dst->ws_path == NULL && (dst->ws_path = strdup("/ws")) == NULL) ||
+        (dst->auth_mode == NULL && (dst->auth_mode = strdup("optional")) == NULL) ||
+        (dst->jwt_cookie_name == NULL && (dst->jwt_cookie_name = strdup("token")) == NULL)) {
+        conduit_options_fini(dst);
+        return CONDUIT_ENOMEM;
     }
-    if (src->config_file && (dst->config_file = strdup(src->config_file)) == NULL)
-        goto fail;
-    if ((dst->echo_path = strdup(src->echo_path ? src->echo_path : "/echo")) == NULL ||
-        (dst->ws_path = strdup(src->ws_path ? src->ws_path : "/ws")) == NULL ||
-        (dst->auth_mode = strdup(src->auth_mode ? src->auth_mode : "optional")) == NULL)
-        goto fail;
     return 0;
-fail:
-    conduit_options_fini(dst);
-    return CONDUIT_ENOMEM;
+}
+
+/* The JWT key set from the jwt_* options; *out stays NULL when none is
+ * configured. */
+static int load_keys(cd_jwt_keyset **out, const conduit_options *o, char *err, size_t errlen)
+{
+    *out = NULL;
+    bool has_secret = o->jwt_secret && o->jwt_secret[0];
+    bool has_file = o->jwt_key_file && o->jwt_key_file[0];
+    if (!has_secret && !has_file)
+        return 0;
+    cd_jwt_config cfg;
+    cd_jwt_config_init(&cfg);
+    cfg.secret = has_secret ? o->jwt_secret : NULL;
+    cfg.key_file = has_file ? o->jwt_key_file : NULL;
+    cfg.issuer = o->jwt_issuer && o->jwt_issuer[0] ? o->jwt_issuer : NULL;
+    cfg.audience = o->jwt_audience && o->jwt_audience[0] ? o->jwt_audience : NULL;
+    cfg.leeway_s = o->jwt_leeway_s;
+    return cd_jwt_keyset_load(out, &cfg, err, errlen);
 }
 
 CONDUIT_API int conduit_server_create(conduit_server **out,
@@ -68,6 +77,21 @@ CONDUIT_API int conduit_server_create(conduit_server **out,
     }
     const conduit_options *o = &srv->opt;
     cd_logger_init(&srv->log, (cd_log_level)o->log_level, STDERR_FILENO);
+    char err[300] = "";
+    int rc = cd_admit_init(&srv->admit, o, err, sizeof(err));
+    if (rc == 0)
+        rc = load_keys(&srv->keys, o, err, sizeof(err));
+    if (rc != 0) {
+        cd_log(&srv->log, CD_LOG_ERROR, "config_invalid", "error=%s",
+               err[0] ? err : conduit_strerror(rc));
+        cd_admit_fini(&srv->admit);
+        conduit_options_fini(&srv->opt);
+        free(srv);
+        return rc;
+    }
+    if (srv->keys)
+        cd_log(&srv->log, CD_LOG_INFO, "jwt_keys_loaded", "keys=%zu",
+               cd_jwt_keyset_count(srv->keys));
 
     srv->pmd.enabled = o->ws_compression;
     srv->pmd.max_window_bits = (uint8_t)o->ws_compression_window_bits;
@@ -228,11 +252,13 @@ static int worker_init(cd_worker *w, conduit_server *srv, unsigned id)
     w->rbuf_cap = READ_BUF_BYTES;
     cd_idmap_init(&w->conns_by_id, cd_conn_key);
     if ((w->rbuf = malloc(w->rbuf_cap)) == NULL ||
-        (w->http_scratch = malloc(sizeof(*w->http_scratch))) == NULL)
+        (w->http_scratch = malloc(sizeof(*w->http_scratch))) == NULL ||
+        (w->token_scratch = malloc(CD_JWT_MAX_TOKEN_LEN + 1)) == NULL)
         return CONDUIT_ENOMEM;
     if ((w->loop = cd_loop_create(TICK_MS, w)) == NULL)
         return CONDUIT_ENOMEM;
     cd_loop_set_before_sleep(w->loop, worker_before_sleep, w);
+    w->keys = srv->keys ? cd_jwt_keyset_ref(srv->keys) : NULL;
     return 0;
 }
 
@@ -249,6 +275,9 @@ static void worker_fini(cd_worker *w)
     free(w->flushq);
     cd_sendq_pool_fini(&w->sq_pool);
     free(w->http_scratch);
+    free(w->token_scratch);
+    cd_jwt_keyset_unref(w->keys);
+    w->keys = NULL;
     free(w->rbuf);
     w->rbuf = NULL;
 }
@@ -262,6 +291,8 @@ static cd_ns_options ns_resolve(const conduit_options *o, const conduit_namespac
         .client_publish = o->ws_client_publish,
         .typing = o->ws_typing,
         .max_subscribers = 0,
+        .anonymous = o->ws_allow_anonymous,
+        .publish_requires_subscribe = o->ws_publish_requires_subscribe,
     };
     if (ns == NULL)
         return r;
@@ -273,6 +304,10 @@ static cd_ns_options ns_resolve(const conduit_options *o, const conduit_namespac
         r.client_publish = ns->client_publish;
     if (ns->typing >= 0)
         r.typing = ns->typing;
+    if (ns->anonymous >= 0)
+        r.anonymous = ns->anonymous;
+    if (ns->publish_requires_subscribe >= 0)
+        r.publish_requires_subscribe = ns->publish_requires_subscribe;
     if (ns->max_subscribers >= 0)
         r.max_subscribers = ns->max_subscribers ? (uint32_t)ns->max_subscribers : UINT32_MAX;
     return r;
@@ -406,8 +441,74 @@ CONDUIT_API void conduit_server_destroy(conduit_server *srv)
         free(srv->workers);
     }
     cd_hub_destroy(srv->hub);
+    cd_jwt_keyset_unref(srv->keys);
+    cd_admit_fini(&srv->admit);
     conduit_options_fini(&srv->opt);
     free(srv);
+}
+
+/* A new key set on its way to one worker. */
+typedef struct keys_post {
+    cd_post post;
+    cd_jwt_keyset *keys;                 /* one reference, handed over */
+} keys_post;
+
+static void on_keys_post(cd_post *p, cd_loop *loop)
+{
+    keys_post *kp = CD_CONTAINER_OF(p, keys_post, post);
+    cd_worker *w = cd_loop_user(loop);
+    cd_jwt_keyset *old = w->keys;
+    w->keys = kp->keys;
+    cd_jwt_keyset_unref(old);
+    free(kp);
+}
+
+CONDUIT_API int conduit_server_reload_auth(conduit_server *srv, const conduit_options *opt,
+                                           char *err, size_t errlen)
+{
+    cd_jwt_keyset *keys = NULL;
+    int rc = load_keys(&keys, opt, err, errlen);
+    if (rc == 0 && keys == NULL) {
+        if (srv->keys == NULL)
+            return 0; /* JWT not in use: nothing to reload */
+        /* Dropping every key would lock every user out: keep the old. */
+        snprintf(err, errlen, "no JWT key configured; the old keys stay");
+        rc = CONDUIT_EINVAL;
+    }
+    if (rc != 0) {
+        cd_log(&srv->log, CD_LOG_ERROR, "jwt_reload_failed", "error=%s", err);
+        return rc;
+    }
+    /* Posts are allocated first, so a failure changes nothing. */
+    keys_post **posts = calloc(srv->n_workers, sizeof(*posts));
+    bool ok = posts != NULL;
+    for (size_t i = 0; ok && i < srv->n_workers; i++)
+        ok = (posts[i] = calloc(1, sizeof(**posts))) != NULL;
+    if (!ok) {
+        for (size_t i = 0; posts && i < srv->n_workers; i++)
+            free(posts[i]);
+        free(posts);
+        cd_jwt_keyset_unref(keys);
+        snprintf(err, errlen, "out of memory");
+        cd_log(&srv->log, CD_LOG_ERROR, "jwt_reload_failed", "error=%s", err);
+        return CONDUIT_ENOMEM;
+    }
+    bool running = srv->is_started && !srv->is_stopped;
+    for (size_t i = 0; i < srv->n_workers; i++) {
+        if (running) {
+            posts[i]->keys = cd_jwt_keyset_ref(keys);
+            posts[i]->post.fn = on_keys_post;
+            cd_loop_post(srv->workers[i].loop, &posts[i]->post);
+        } else {
+            free(posts[i]);
+        }
+    }
+    free(posts);
+    cd_jwt_keyset_unref(srv->keys);
+    srv->keys = keys;
+    cd_log(&srv->log, CD_LOG_INFO, "jwt_keys_loaded", "keys=%zu reload=%s",
+           cd_jwt_keyset_count(keys), "true");
+    return 0;
 }
 
 CONDUIT_API int conduit_server_listen_address(const conduit_server *srv,

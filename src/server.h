@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "admit.h"
+#include "auth.h"
 #include "buf.h"
 #include "conduit.h"
 #include "deflate.h"
@@ -50,6 +52,8 @@ struct cd_worker {
     size_t n_listeners;
     uint8_t *rbuf;               /* shared by every connection of the worker */
     cd_http_parser *http_scratch; /* parses request heads that arrive whole */
+    char *token_scratch;         /* a handshake's token (CD_JWT_MAX_TOKEN_LEN + 1) */
+    cd_jwt_keyset *keys;         /* this worker's reference; swapped on reload */
     size_t rbuf_cap;
     cd_bytes scratch;            /* compression output, reused */
     cd_idmap conns_by_id;        /* for conduit_send from other threads */
@@ -70,6 +74,9 @@ struct conduit_server {
     cd_endpoint echo;
     cd_endpoint native;
     cd_hub *hub;
+    cd_admit admit;                      /* connection limits, origins, proxies */
+    cd_jwt_keyset *keys;                 /* NULL: no JWT key configured; the
+                                          * workers hold their own references */
     atomic_size_t n_conns;               /* open connections, all workers */
     uint64_t start_ms;                   /* monotonic, for uptime */
     size_t n_addrs;

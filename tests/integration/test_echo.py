@@ -140,7 +140,9 @@ def test_client_close_code_echoed(echo_server):
 
 
 def test_many_concurrent_clients(server):
-    srv = server("--workers", "2")
+    # 200 clients from one address: lift the per-IP caps (docs/security.md).
+    srv = server("--workers", "2", "--ws-max-connections-per-ip", "0",
+                 "--ws-max-pending-handshakes-per-ip", "0")
     url = srv.ws_url()
     n_clients, n_msgs = 200, 10
 

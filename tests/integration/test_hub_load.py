@@ -79,6 +79,7 @@ def _raise_nofile():
 
 def test_fanout_10k_connections_one_room(server, many_fds):
     srv = server("--workers", "2", f"--ns-{ROOM.split(':')[0]}-presence", "false",
+                 "--ws-max-connections-per-ip", "0", "--ws-max-pending-handshakes-per-ip", "0",
                  "--ws-max-queue-messages", "100000")
     # the server process inherited the raised soft limit
     with open(f"/proc/{srv.proc.pid}/limits") as f:

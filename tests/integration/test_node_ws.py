@@ -95,7 +95,8 @@ def test_node_ping_pong(echo_server):
 
 
 def test_node_many_clients(server):
-    srv = server("--workers", "2")
+    srv = server("--workers", "2", "--ws-max-connections-per-ip", "0",
+                 "--ws-max-pending-handshakes-per-ip", "0")
     out = node_client({"mode": "many", "url": srv.ws_url(), "clients": 100, "messages": 10,
                        "deflate": True}, timeout=90)
     assert out["ok"], out

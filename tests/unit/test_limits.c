@@ -126,6 +126,20 @@ TEST(bucket_warning_at_80_percent)
 }
 
 /* One hour of simulated time, a take attempted every millisecond. */
+TEST(bucket_warning_counts_whole_tokens)
+{
+    /* Ten quick messages of a 10-per-minute bucket: the refill that
+     * trickles in between them (a few thousandths of a token) does not
+     * push the warning past the 8th. */
+    cd_bucket b;
+    cd_bucket_init(&b, 10, 60000, T0);
+    for (int i = 1; i <= 10; i++) {
+        int want = i == 8 ? CD_BUCKET_WARN : CD_BUCKET_ALLOWED;
+        CHECK_EQ(cd_bucket_take_warn(&b, T0 + (uint64_t)i * 3, 1), want);
+    }
+    CHECK_EQ(cd_bucket_take_warn(&b, T0 + 40, 1), CD_BUCKET_DENIED);
+}
+
 TEST(bucket_no_drift_over_an_hour)
 {
     cd_bucket b;
@@ -633,6 +647,7 @@ int main(void)
     RUN(bucket_costs);
     RUN(bucket_unlimited);
     RUN(bucket_warning_at_80_percent);
+    RUN(bucket_warning_counts_whole_tokens);
     RUN(bucket_no_drift_over_an_hour);
     RUN(bucket_next_ms_is_exact);
     RUN(bucket_clock_backwards_is_harmless);
